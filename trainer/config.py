@@ -1,0 +1,106 @@
+"""The training configuration: one pydantic model shared by the CLI, config files and ``POST /train``.
+
+Only pydantic here (no torch), so the service can validate training requests cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LossName = Literal["ce", "contrastive", "triplet", "npair", "supcon", "ntxent"]
+LOSS_NAMES: tuple[str, ...] = ("ce", "contrastive", "triplet", "npair", "supcon", "ntxent")
+
+
+class ItemsSource(BaseModel):
+    """Train on the labelled items already stored in the service."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["items"] = "items"
+
+
+class TrainConfig(BaseModel):
+    """Every knob of a training run. CLI flag ``--batch-size`` is field ``batch_size``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # data
+    dataset: str | ItemsSource = Field(
+        default="digits",
+        description="built-in name (digits, mnist-5k), a path (.npz/.csv/IDX/image folder), "
+        "'idx:IMAGES[,LABELS]', or {'source': 'items'}",
+    )
+    label_column: str = Field(default="label", description="label column of a .csv data set")
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    calib_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.2, ge=0.0, lt=0.6)
+    augment: bool = Field(default=False, description="augment training batches (ntxent always does)")
+
+    # loss
+    loss: LossName = "supcon"
+    mining: Literal["all", "hard", "semihard"] = "semihard"
+    margin: float | None = Field(default=None, description="contrastive/triplet margin (loss default)")
+    temperature: float | None = Field(default=None, gt=0, description="supcon/ntxent temperature")
+    distance: Literal["euclidean", "squared_euclidean", "cosine"] | None = None
+    soft: bool = Field(default=False, description="soft-margin triplet (softplus)")
+    form: Literal["hadsell", "squared"] = "hadsell"
+    l2_reg: float = Field(default=0.0, ge=0.0, description="npair embedding L2 regulariser")
+
+    # model
+    encoder: Literal["mlp", "cnn"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], description="MLP hidden widths")
+    channels: list[int] = Field(default_factory=lambda: [32, 64], description="CNN conv widths")
+    embedding_dim: int = Field(default=128, gt=0)
+    projection_dim: int = Field(default=128, ge=0, description="projection head width; 0 = none")
+
+    # optimisation
+    epochs: int = Field(default=20, gt=0, le=10_000)
+    batch_size: int = Field(default=256, ge=2, le=65_536)
+    samples_per_class: int = Field(default=8, ge=2, description="K of the PxK sampler")
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    patience: int = Field(default=5, ge=0, description="early-stopping patience in epochs; 0 = off")
+    seed: int = 0
+
+    # evaluation and export
+    target_far: float = Field(default=0.01, gt=0, lt=1)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+
+    # runtime
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA (ignored on CPU)")
+    num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        if self.samples_per_class > self.batch_size:
+            raise ValueError("samples_per_class must not exceed batch_size")
+        if self.val_fraction + self.calib_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + calib_fraction + test_fraction must stay below 0.9")
+        return self
+
+    def loss_params(self) -> dict[str, Any]:
+        """Keyword arguments for ``trainer.losses.build_loss`` (only what this loss takes)."""
+        params: dict[str, Any] = {}
+        if self.loss in ("contrastive", "triplet"):
+            if self.margin is not None:
+                params["margin"] = self.margin
+            if self.distance is not None:
+                params["distance"] = self.distance
+        if self.loss == "contrastive":
+            params["form"] = self.form
+        elif self.loss == "triplet":
+            params["mining"] = self.mining
+            params["soft"] = self.soft
+        elif self.loss == "npair":
+            params["l2_reg"] = self.l2_reg
+        elif self.loss in ("supcon", "ntxent") and self.temperature is not None:
+            params["temperature"] = self.temperature
+        return params
+
+    def loss_label(self) -> str:
+        """Short name for tables: ``triplet:semihard``, ``supcon``..."""
+        return f"triplet:{self.mining}" if self.loss == "triplet" else self.loss
