@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     calib_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(default=0.2, ge=0.0, lt=0.6)
-    augment: bool = Field(default=False, description="augment training batches (ntxent always does)")
+    augment: bool = Field(default=True, description="augment training batches (ntxent always does)")
 
     # loss
     loss: LossName = "supcon"
@@ -49,9 +49,9 @@ class TrainConfig(BaseModel):
 
     # model
     encoder: Literal["mlp", "cnn"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], description="MLP hidden widths")
+    hidden: list[int] = Field(default_factory=lambda: [256], description="MLP hidden widths")
     channels: list[int] = Field(default_factory=lambda: [32, 64], description="CNN conv widths")
-    embedding_dim: int = Field(default=128, gt=0)
+    embedding_dim: int = Field(default=256, gt=0, description="exported embedding width")
     projection_dim: int = Field(default=128, ge=0, description="projection head width; 0 = none")
 
     # optimisation

@@ -1,0 +1,177 @@
+"""The training loop end to end on small generated data: learning, export, resume, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.card import read_card
+from trainer.config import TrainConfig
+from trainer.data import dataset_from_arrays
+from trainer.export import load_scripted
+from trainer.metrics import evaluate_embeddings
+from trainer.models import Standardize, build_model
+from trainer.train import Cancelled, Progress, TrainError, embed, lr_at, resolve_device, train
+
+
+def noisy_blobs(n_per_class: int = 60, classes: int = 4, informative: int = 6, noise_dims: int = 42, seed: int = 0):
+    """Gaussian class blobs in a few dimensions, buried among many noise dimensions.
+
+    Raw kNN is mediocre here (the noise dominates distances), so a learned encoder has room to win.
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 1.2, size=(classes, informative))
+    y = np.repeat(np.arange(classes), n_per_class)
+    signal = centers[y] + rng.normal(0, 0.6, size=(len(y), informative))
+    noise = rng.normal(0, 1.0, size=(len(y), noise_dims))
+    x = np.concatenate([signal, noise], axis=1).astype(np.float32)
+    return dataset_from_arrays(x, y, name="blobs", label_names=[f"c{i}" for i in range(classes)])
+
+
+def tiny_images(n_per_class: int = 40, seed: int = 0):
+    """8×8 grayscale images of three bar patterns with noise, in 0..255."""
+    rng = np.random.default_rng(seed)
+    patterns = np.zeros((3, 8, 8), dtype=np.float32)
+    patterns[0, 3:5, :] = 1  # horizontal bar
+    patterns[1, :, 3:5] = 1  # vertical bar
+    patterns[2][np.eye(8, dtype=bool)] = 1  # diagonal
+    y = np.repeat(np.arange(3), n_per_class)
+    x = patterns[y] * 200 + rng.uniform(0, 55, size=(len(y), 8, 8))
+    return dataset_from_arrays(x.astype(np.uint8), y, name="bars", label_names=["h", "v", "d"])
+
+
+def quick_config(**overrides) -> TrainConfig:
+    base = {
+        "dataset": "blobs",
+        "epochs": 6,
+        "batch_size": 32,
+        "samples_per_class": 8,
+        "lr": 3e-3,
+        "hidden": [64],
+        "embedding_dim": 16,
+        "projection_dim": 16,
+        "patience": 0,
+        "warmup_epochs": 0.5,
+    }
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_training_lowers_loss_and_beats_the_untrained_encoder(tmp_path):
+    ds = noisy_blobs()
+    config = quick_config(epochs=10)
+    result = train(config, out_dir=tmp_path, dataset=ds)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.8 * losses[0]
+
+    torch.manual_seed(config.seed)
+    untrained = build_model(
+        encoder="mlp", input_shape=(48,), standardize=Standardize.fit(torch.from_numpy(ds.x)),
+        embedding_dim=16, hidden=[64], projection_dim=16,
+    ).encoder
+    emb = embed(untrained, ds.x, torch.device("cpu"))
+    half = len(ds.y) // 2
+    order = np.random.default_rng(1).permutation(len(ds.y))
+    tr, te = order[:half], order[half:]
+    before = evaluate_embeddings(emb[tr], ds.y[tr], emb[te], ds.y[te], "cosine")["knn_5_accuracy"]
+    after = result.card.metrics["knn_5_accuracy"]
+    assert after > before + 0.1, (before, after)
+    assert result.card.threshold is not None
+    assert result.card.threshold.far <= config.target_far + 1e-12
+
+
+@pytest.mark.parametrize(
+    "loss,extra",
+    [
+        ("contrastive", {}),
+        ("contrastive", {"form": "squared", "distance": "squared_euclidean"}),
+        ("triplet", {"mining": "all"}),
+        ("triplet", {"mining": "hard", "soft": True}),
+        ("triplet", {"mining": "semihard", "distance": "cosine"}),
+        ("npair", {}),
+        ("supcon", {"temperature": 0.2}),
+        ("ntxent", {}),
+        ("ce", {}),
+    ],
+)
+def test_every_loss_trains_and_exports_a_loadable_model(tmp_path, loss, extra):
+    ds = noisy_blobs(n_per_class=30, classes=3)
+    result = train(quick_config(loss=loss, epochs=2, **extra), out_dir=tmp_path, dataset=ds)
+    card = read_card(result.model_dir)
+    assert card.loss["name"] == loss
+    assert all(np.isfinite(v) for v in card.metrics.values())
+    module = load_scripted(result.model_dir / "encoder.pt")
+    with torch.no_grad():
+        out = module(torch.from_numpy(ds.x[:5]))
+    assert out.shape == (5, 16)
+    assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
+    for name in ("report.md", "curves.png", "pca.png"):
+        assert (result.model_dir / name).stat().st_size > 0
+
+
+def test_cnn_on_images_exports_pixel_range_in_card(tmp_path):
+    ds = tiny_images()
+    result = train(quick_config(encoder="cnn", channels=[8, 16], epochs=3), out_dir=tmp_path, dataset=ds)
+    card = result.card
+    assert card.input.kind == "image"
+    assert (card.input.channels, card.input.height, card.input.width, card.input.max_value) == (1, 8, 8, 255.0)
+    assert card.metrics["knn_1_accuracy"] > 0.9
+    module = load_scripted(result.model_dir / "encoder.pt")
+    with torch.no_grad():
+        assert module(torch.from_numpy(ds.x[:3])).shape == (3, 16)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    ds = noisy_blobs(n_per_class=30, classes=3)
+    config = quick_config(epochs=3, name="run-a", augment=True)
+
+    def stop_after_two(p: Progress) -> None:
+        if p.phase == "epoch" and p.epoch == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        train(config, out_dir=tmp_path / "a", dataset=ds, progress=stop_after_two)
+    assert not (tmp_path / "a" / "run-a").exists(), "a cancelled run must not leave a model directory"
+    resumed = train(config, out_dir=tmp_path / "a", dataset=ds, resume=True)
+    straight = train(config, out_dir=tmp_path / "b", dataset=ds)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for got, want in zip(resumed.history, straight.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6)
+        assert got["val_knn_5_accuracy"] == pytest.approx(want["val_knn_5_accuracy"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(TrainError, match="no checkpoint"):
+        train(quick_config(name="nothing-here"), out_dir=tmp_path, dataset=noisy_blobs(), resume=True)
+
+
+def test_early_stopping_stops_and_progress_is_reported(tmp_path):
+    seen: list[Progress] = []
+    result = train(
+        quick_config(epochs=30, patience=1, lr=1e-6, warmup_epochs=0),
+        out_dir=tmp_path,
+        dataset=noisy_blobs(n_per_class=20, classes=3),
+        progress=seen.append,
+    )
+    assert len(result.history) < 30
+    phases = {p.phase for p in seen}
+    assert phases == {"train", "epoch", "final"}
+    epochs = [p.epoch for p in seen if p.phase == "epoch"]
+    assert epochs == list(range(1, len(result.history) + 1))
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] < 0.01
+
+
+def test_cuda_request_without_cuda_is_refused():
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(TrainError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"

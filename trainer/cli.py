@@ -1,0 +1,174 @@
+"""``python -m trainer train|...``: flags are generated from ``TrainConfig`` so the two never drift."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from trainer.config import TrainConfig
+
+
+class UsageError(Exception):
+    """A bad command line or config file: reported in one line, exit status 2."""
+
+
+def _flag_type(annotation: Any) -> tuple[dict[str, Any], str]:
+    """argparse keyword arguments for one pydantic field annotation, plus a metavar hint."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}, ""
+    if origin is typing.Literal:
+        return {"choices": list(typing.get_args(annotation))}, ""
+    if origin is list:
+        return {"type": lambda s: [int(v) for v in s.split(",") if v]}, "N,N,..."
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _flag_type(args[0])
+        return {"type": str}, ""
+    if annotation in (int, float, str):
+        return {"type": annotation}, ""
+    return {"type": str}, ""
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training config (each flag is a field of the JSON config)")
+    for name, info in TrainConfig.model_fields.items():
+        kwargs, metavar = _flag_type(info.annotation)
+        default = info.get_default(call_default_factory=True)
+        help_text = (info.description or "") + f" (default: {default})"
+        if metavar:
+            kwargs["metavar"] = metavar
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text, **kwargs)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UsageError(f"config file {path} is not valid JSON/YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of config fields")
+    return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: ``field: reason; field: reason``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid config: " + "; ".join(parts)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config file (if any), overridden by the flags that were given."""
+    data = load_config_file(args.config) if args.config else {}
+    data.update(
+        {name: getattr(args, name) for name in TrainConfig.model_fields if getattr(args, name) is not None}
+    )
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(format_validation_error(exc)) from exc
+
+
+def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
+    """A tqdm bar per epoch on a TTY; one line per epoch otherwise."""
+    from tqdm import tqdm
+
+    from trainer.train import Progress
+
+    interactive = sys.stderr.isatty() and not quiet
+    state: dict[str, Any] = {"bar": None}
+
+    def report(p: Progress) -> None:
+        if p.phase == "train" and interactive:
+            if state["bar"] is None:
+                state["bar"] = tqdm(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", leave=False)
+            bar = state["bar"]
+            bar.n = p.step
+            bar.set_postfix(loss=f"{p.loss:.4f}")
+            bar.refresh()
+        elif p.phase == "epoch":
+            if state["bar"] is not None:
+                state["bar"].close()
+                state["bar"] = None
+            if not quiet:
+                m = p.metrics
+                print(
+                    f"epoch {p.epoch}/{p.epochs}  loss {m['loss']:.4f}  "
+                    f"val kNN-1 {m['val_knn_1_accuracy']:.4f}  kNN-5 {m['val_knn_5_accuracy']:.4f}  "
+                    f"MAP@R {m['val_map_at_r']:.4f}  ({m['seconds']:.1f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    return report
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.resume and not config.name:
+        raise UsageError("--resume needs --name, the model id of the run to continue")
+    from trainer.data import DataError
+    from trainer.train import TrainError, train
+
+    try:
+        result = train(
+            config,
+            out_dir=Path(args.out),
+            data_root=Path.cwd(),
+            progress=_progress_printer(args.quiet),
+            resume=args.resume,
+        )
+    except (DataError, TrainError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"{'metric':<28} value")
+    for key, value in result.card.metrics.items():
+        print(f"{key:<28} {value:.4f}")
+    if result.card.threshold:
+        t = result.card.threshold
+        print(f"{'threshold (cosine dist.)':<28} {t.distance:.4f}  (FAR {t.far:.4f}, TAR {t.tar:.4f})")
+    print(f"model directory: {result.model_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train, evaluate and export one model")
+    p_train.add_argument("--config", help="JSON or YAML file with config fields; flags override it")
+    p_train.add_argument("--out", default="models", help="parent directory for the model directory")
+    p_train.add_argument(
+        "--resume", action="store_true", help="continue the run named --name from its checkpoint"
+    )
+    p_train.add_argument("--quiet", action="store_true", help="no progress output")
+    add_config_flags(p_train)
+    p_train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it narrates its CPU-feature probing
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
