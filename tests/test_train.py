@@ -175,3 +175,15 @@ def test_cuda_request_without_cuda_is_refused():
         with pytest.raises(TrainError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_tiny_data_sets_still_train_and_export(tmp_path):
+    """A handful of labelled items (as a user's first upload) must not crash evaluation."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 4)
+    x = (rng.normal(size=(len(y), 5)) + y[:, None] * 3).astype(np.float32)
+    ds = dataset_from_arrays(x, y, name="tiny")
+    config = quick_config(epochs=2, batch_size=12, samples_per_class=4, hidden=[8], embedding_dim=4)
+    result = train(config, out_dir=tmp_path, dataset=ds)
+    assert 0.0 <= result.card.metrics["knn_5_accuracy"] <= 1.0
+    assert (result.model_dir / "encoder.pt").exists()

@@ -112,7 +112,7 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
                 print(
                     f"epoch {p.epoch}/{p.epochs}  loss {m['loss']:.4f}  "
                     f"val kNN-1 {m['val_knn_1_accuracy']:.4f}  kNN-5 {m['val_knn_5_accuracy']:.4f}  "
-                    f"MAP@R {m['val_map_at_r']:.4f}  ({m['seconds']:.1f}s)",
+                    f"MAP@R {m.get('val_map_at_r', float('nan')):.4f}  ({m['seconds']:.1f}s)",
                     file=sys.stderr,
                     flush=True,
                 )

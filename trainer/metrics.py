@@ -591,12 +591,18 @@ def evaluate_embeddings(
     distance: Distance,
     ks: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
-    """Per-epoch metrics: ``knn_{k}_accuracy`` (eval vs train) plus leave-one-out P@1 and MAP@R on eval."""
+    """Per-epoch metrics: ``knn_{k}_accuracy`` (eval vs train) plus leave-one-out P@1 and MAP@R on eval.
+
+    Small data sets must still train: k is capped at the number of references (the key keeps the
+    asked-for k), and P@1 / MAP@R are left out when no eval label occurs twice.
+    """
     if len(ks) == 0:
         raise ValueError("ks must name at least one k")
     metrics = {
-        f"knn_{k}_accuracy": knn_accuracy(eval_emb, eval_y, train_emb, train_y, k, distance) for k in ks
+        f"knn_{k}_accuracy": knn_accuracy(eval_emb, eval_y, train_emb, train_y, min(k, len(train_y)), distance)
+        for k in ks
     }
-    metrics["precision_at_1"] = precision_at_1(eval_emb, eval_y, distance)
-    metrics["map_at_r"] = map_at_r(eval_emb, eval_y, distance)
+    if np.bincount(np.asarray(eval_y, dtype=np.int64)).max(initial=0) >= 2:
+        metrics["precision_at_1"] = precision_at_1(eval_emb, eval_y, distance)
+        metrics["map_at_r"] = map_at_r(eval_emb, eval_y, distance)
     return metrics

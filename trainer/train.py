@@ -158,6 +158,13 @@ def _criterion(config: TrainConfig) -> nn.Module:
     return build_loss(config.loss, **config.loss_params())
 
 
+def _pairs(emb: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """All same/different pairs of a split (none when it has fewer than two samples)."""
+    if len(y) < 2:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    return verification_pairs(emb, y, "cosine", seed=seed)
+
+
 def _final_metrics(
     encoder: EmbeddingModel, splits: Splits, config: TrainConfig, device: torch.device
 ) -> tuple[dict[str, float], Threshold | None, dict[str, Any]]:
@@ -170,7 +177,7 @@ def _final_metrics(
         train_emb, splits.train.y, eval_emb, final.y, seed=config.seed
     )
     plots: dict[str, Any] = {"eval_emb": eval_emb, "eval_y": final.y}
-    dist, same = verification_pairs(eval_emb, final.y, "cosine", seed=config.seed)
+    dist, same = _pairs(eval_emb, final.y, config.seed)
     if same.any() and (~same).any():
         roc = verification_roc(dist, same)
         metrics["roc_auc"] = roc.auc
@@ -180,7 +187,7 @@ def _final_metrics(
         plots["roc"] = roc
     threshold = None
     calib = splits.calib if len(splits.calib.y) else splits.val
-    c_dist, c_same = verification_pairs(embed(encoder, calib.x, device), calib.y, "cosine", seed=config.seed)
+    c_dist, c_same = _pairs(embed(encoder, calib.x, device), calib.y, config.seed)
     if c_same.any() and (~c_same).any():
         t = calibrate_threshold(c_dist, c_same, config.target_far)
         threshold = Threshold(
