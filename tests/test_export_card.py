@@ -67,7 +67,9 @@ def test_export_writes_verified_scripted_model(tmp_path):
         encoder="cnn", input_shape=(1, 8, 8), standardize=Standardize.fit(x), embedding_dim=3, channels=[4]
     )
     encoder = model.encoder.eval()
-    out = write_model_dir(encoder, make_card(input=ImageInput(channels=1, height=8, width=8)), tmp_path / "m", x[:4])
+    out = write_model_dir(
+        encoder, make_card(input=ImageInput(channels=1, height=8, width=8)), tmp_path / "m", x[:4]
+    )
     card = read_card(out)
     assert card.encoder_sha256 == sha256_file(out / "encoder.pt")
     assert card.encoder_sha256 == hashlib.sha256((out / "encoder.pt").read_bytes()).hexdigest()

@@ -15,7 +15,9 @@ from trainer.models import Standardize, build_model
 from trainer.train import Cancelled, Progress, TrainError, embed, lr_at, resolve_device, train
 
 
-def noisy_blobs(n_per_class: int = 60, classes: int = 4, informative: int = 6, noise_dims: int = 42, seed: int = 0):
+def noisy_blobs(
+    n_per_class: int = 60, classes: int = 4, informative: int = 6, noise_dims: int = 42, seed: int = 0
+):
     """Gaussian class blobs in a few dimensions, buried among many noise dimensions.
 
     Raw kNN is mediocre here (the noise dominates distances), so a learned encoder has room to win.
@@ -67,8 +69,12 @@ def test_training_lowers_loss_and_beats_the_untrained_encoder(tmp_path):
 
     torch.manual_seed(config.seed)
     untrained = build_model(
-        encoder="mlp", input_shape=(48,), standardize=Standardize.fit(torch.from_numpy(ds.x)),
-        embedding_dim=16, hidden=[64], projection_dim=16,
+        encoder="mlp",
+        input_shape=(48,),
+        standardize=Standardize.fit(torch.from_numpy(ds.x)),
+        embedding_dim=16,
+        hidden=[64],
+        projection_dim=16,
     ).encoder
     emb = embed(untrained, ds.x, torch.device("cpu"))
     half = len(ds.y) // 2
@@ -115,7 +121,12 @@ def test_cnn_on_images_exports_pixel_range_in_card(tmp_path):
     result = train(quick_config(encoder="cnn", channels=[8, 16], epochs=3), out_dir=tmp_path, dataset=ds)
     card = result.card
     assert card.input.kind == "image"
-    assert (card.input.channels, card.input.height, card.input.width, card.input.max_value) == (1, 8, 8, 255.0)
+    assert (card.input.channels, card.input.height, card.input.width, card.input.max_value) == (
+        1,
+        8,
+        8,
+        255.0,
+    )
     assert card.metrics["knn_1_accuracy"] > 0.9
     module = load_scripted(result.model_dir / "encoder.pt")
     with torch.no_grad():

@@ -21,7 +21,12 @@ def run_trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # CUDA hidden so that "--device cuda" is refused the same way on every machine.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(
-        [sys.executable, "-m", "trainer", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+        [sys.executable, "-m", "trainer", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
@@ -33,12 +38,25 @@ def write_blobs_npz(path: Path, seed: int = 0) -> None:
     np.savez(path, x=x, y=y)
 
 
-FAST = ["--epochs", "2", "--batch-size", "24", "--samples-per-class", "4", "--hidden", "32", "--embedding-dim", "8"]
+FAST = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "24",
+    "--samples-per-class",
+    "4",
+    "--hidden",
+    "32",
+    "--embedding-dim",
+    "8",
+]
 
 
 def test_cli_trains_from_npz_and_prints_table(tmp_path):
     write_blobs_npz(tmp_path / "pets.npz")
-    proc = run_trainer("train", "--dataset", "pets.npz", "--name", "pets-1", "--out", "out", *FAST, cwd=tmp_path)
+    proc = run_trainer(
+        "train", "--dataset", "pets.npz", "--name", "pets-1", "--out", "out", *FAST, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "knn_5_accuracy" in proc.stdout
     assert "model directory:" in proc.stdout
@@ -50,7 +68,9 @@ def test_cli_trains_from_npz_and_prints_table(tmp_path):
 
 def test_cli_config_file_with_flag_override(tmp_path):
     write_blobs_npz(tmp_path / "pets.npz")
-    (tmp_path / "cfg.yaml").write_text("dataset: pets.npz\nloss: triplet\nmining: hard\nepochs: 5\nname: cfg-run\n")
+    (tmp_path / "cfg.yaml").write_text(
+        "dataset: pets.npz\nloss: triplet\nmining: hard\nepochs: 5\nname: cfg-run\n"
+    )
     proc = run_trainer("train", "--config", "cfg.yaml", "--out", "out", *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     card = read_card(tmp_path / "out" / "cfg-run")

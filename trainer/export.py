@@ -67,7 +67,9 @@ def _check_parity(eager: torch.nn.Module, scripted_bytes: bytes, example: torch.
         got = reloaded(example)
     diff = float((want - got).abs().max()) if want.numel() else 0.0
     if not diff <= PARITY_TOLERANCE:
-        raise RuntimeError(f"exported encoder differs from the eager model by {diff:.3g} > {PARITY_TOLERANCE}")
+        raise RuntimeError(
+            f"exported encoder differs from the eager model by {diff:.3g} > {PARITY_TOLERANCE}"
+        )
     return diff
 
 

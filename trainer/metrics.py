@@ -599,7 +599,9 @@ def evaluate_embeddings(
     if len(ks) == 0:
         raise ValueError("ks must name at least one k")
     metrics = {
-        f"knn_{k}_accuracy": knn_accuracy(eval_emb, eval_y, train_emb, train_y, min(k, len(train_y)), distance)
+        f"knn_{k}_accuracy": knn_accuracy(
+            eval_emb, eval_y, train_emb, train_y, min(k, len(train_y)), distance
+        )
         for k in ks
     }
     if np.bincount(np.asarray(eval_y, dtype=np.int64)).max(initial=0) >= 2:

@@ -83,8 +83,9 @@ def render_report(card: ModelCard, history: list[dict[str, Any]], plots: dict[st
     if card.threshold:
         t = card.threshold
         lines += [
-            f"Verification threshold (cosine distance) **{t.distance:.4f}**, calibrated for FAR ≤ {t.target_far:g} "
-            f"on the calibration split: FAR {t.far:.4f}, TAR {t.tar:.4f} over {t.n_pairs} pairs.",
+            f"Verification threshold (cosine distance) **{t.distance:.4f}**, "
+            f"calibrated for FAR ≤ {t.target_far:g} on the calibration split: "
+            f"FAR {t.far:.4f}, TAR {t.tar:.4f} over {t.n_pairs} pairs.",
             "",
         ]
     if history:
