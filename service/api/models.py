@@ -1,0 +1,53 @@
+"""Model registry: list, show, activate (re-embeds stored items in the background, then swaps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from sqlalchemy import select
+
+from service.api.deps import SessionDep, StateDep
+from service.registry import model_row, start_activation
+from service.schemas import ActivationOut, ModelOut
+from service.state import ServiceState
+from service.store import ModelRow
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def model_out(state: ServiceState, row: ModelRow) -> dict[str, Any]:
+    activation = state.activation if state.activation and state.activation["model_id"] == row.id else None
+    return {
+        "id": row.id,
+        "path": row.path,
+        "active": row.active,
+        "created_at": row.created_at,
+        "activated_at": row.activated_at,
+        "card": row.card,
+        "activation": activation,
+    }
+
+
+@router.get("", response_model=list[ModelOut])
+def read_models(state: StateDep, session: SessionDep) -> list[dict[str, Any]]:
+    """Registered models, newest first."""
+    rows = session.scalars(select(ModelRow).order_by(ModelRow.created_at.desc())).all()
+    return [model_out(state, row) for row in rows]
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def read_model(model_id: str, state: StateDep) -> dict[str, Any]:
+    """One registered model, with the progress of its activation if one ran."""
+    return model_out(state, model_row(state, model_id))
+
+
+@router.post("/{model_id}/activate", response_model=ActivationOut, status_code=202)
+def activate_model(model_id: str, state: StateDep, response: Response) -> dict[str, str]:
+    """Activate a model: 409 if it cannot read the stored items; 202 while re-embedding, 200 if active."""
+    status = start_activation(state, model_id)
+    if status == "active":
+        response.status_code = 200
+    else:
+        response.headers["Location"] = f"/models/{model_id}"
+    return {"id": model_id, "status": status}

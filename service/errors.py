@@ -1,0 +1,86 @@
+"""Domain errors: handlers raise these, one exception handler turns them into ``{"detail": ...}``.
+
+``ServiceError`` subclasses Starlette's ``HTTPException`` on purpose: FastAPI re-raises those when
+they come out of body parsing (our body-size limit does), where any other error would become a 400.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from fastapi import Request
+from starlette.exceptions import HTTPException
+
+from service.responses import OrjsonResponse
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCode(StrEnum):
+    """Every way a request can fail on purpose; ``STATUS`` maps each to its status code."""
+
+    INVALID_INPUT = "invalid_input"  # an item the model cannot take: wrong dimension, NaN, bad image
+    INVALID_REQUEST = "invalid_request"  # an out-of-range parameter (k, threshold)
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"  # id exists, no threshold, activation in progress, incompatible model
+    EMPTY_INDEX = "empty_index"
+    TOO_LARGE = "too_large"  # too many items or too large a body
+    OVERLOADED = "overloaded"
+    NO_MODEL = "no_model"
+
+    @property
+    def status(self) -> int:
+        return STATUS[self]
+
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_INPUT: 422,
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.EMPTY_INDEX: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.OVERLOADED: 429,
+    ErrorCode.NO_MODEL: 503,
+}
+
+
+class ServiceError(HTTPException):
+    """A request that cannot be served, with a message that says why (and how to fix it)."""
+
+    def __init__(self, code: ErrorCode, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=code.status, detail=detail, headers=headers)
+        self.code = code
+
+
+NO_MODEL_HINT = (
+    "no active model: start the service with --model PATH_TO_MODEL_DIR (or EMBED_MODEL), "
+    "or activate a registered one with POST /models/{id}/activate (GET /models lists them)"
+)
+
+
+def no_model() -> ServiceError:
+    return ServiceError(ErrorCode.NO_MODEL, NO_MODEL_HINT)
+
+
+def overloaded(retry_after_s: int = 1) -> ServiceError:
+    return ServiceError(
+        ErrorCode.OVERLOADED,
+        "the encoder queue is full; retry shortly",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+class ModelChanged(Exception):
+    """The active model was swapped between embedding and writing; the caller re-embeds and retries."""
+
+
+async def service_error_handler(request: Request, exc: Exception) -> OrjsonResponse:
+    """The one place domain errors become responses (FastAPI's ``{"detail": ...}`` shape)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code >= 500:
+        logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.detail)
+    return OrjsonResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

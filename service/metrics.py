@@ -1,0 +1,96 @@
+"""Prometheus metrics on a per-app CollectorRegistry (several apps in one process never clash)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """Requests and latency per route, batch sizes, queue time, index size and the active model."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "embed_http_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "embed_http_request_duration_seconds",
+            "Request latency by route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "embed_batch_size", "Items per encoder call.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_time = Histogram(
+            "embed_queue_seconds", "Time a request waited for the encoder.", buckets=QUEUE_BUCKETS, registry=r
+        )
+        self.queue_items = Gauge("embed_queue_items", "Items waiting for the encoder.", registry=r)
+        self.index_size = Gauge("embed_index_size", "Vectors in the active index.", registry=r)
+        self.active_model = Gauge("embed_active_model", "1 for the active model.", ["model_id"], registry=r)
+
+    def observe_batch(self, size: int, waits: list[float]) -> None:
+        self.batch_size.observe(size)
+        for wait in waits:
+            self.queue_time.observe(wait)
+
+    def bind(self, index_size: Callable[[], float], queue_items: Callable[[], float]) -> None:
+        """Gauges read live values at scrape time."""
+        self.index_size.set_function(index_size)
+        self.queue_items.set_function(queue_items)
+
+    def set_active_model(self, model_id: str | None) -> None:
+        self.active_model.clear()
+        if model_id is not None:
+            self.active_model.labels(model_id=model_id).set(1)
+
+
+class MetricsMiddleware:
+    """Counts and times every request under its route template (never the raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            key = (scope["method"], getattr(scope.get("route"), "path", "other"), status)
+            children = self._children.get(key)
+            if children is None:  # resolving label children costs more than the update itself
+                method, route, code = key
+                children = (
+                    self.metrics.requests.labels(method, route, str(code)),
+                    self.metrics.latency.labels(method, route),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)

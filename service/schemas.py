@@ -1,0 +1,278 @@
+"""Request and response models.
+
+Vectors validate straight into float32 numpy arrays with one ``np.asarray`` call (no per-float Python
+validation), rejecting non-numbers, NaN/Inf and values that overflow float32. Items are told apart by a
+callable discriminator, so a batch validates without trying every union member on every item.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
+
+
+def _to_vector(value: Any) -> np.ndarray:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of numbers")
+    try:
+        with np.errstate(over="ignore"):  # float32 overflow becomes inf, refused below
+            out = np.asarray(value, dtype=np.float32)  # one C loop; numeric strings coerce, as in lax mode
+    except (TypeError, ValueError):
+        raise ValueError("must be a flat list of numbers") from None
+    if out.ndim != 1 or out.size == 0:
+        raise ValueError("must be a non-empty flat list of numbers")
+    if not np.isfinite(out).all():  # NaN, Infinity, null, and values beyond float32's range
+        raise ValueError("must hold finite numbers within float32 range (no NaN, Infinity, null or overflow)")
+    return out
+
+
+def _to_image_bytes(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    if value.startswith("data:"):  # tolerate data URLs: "data:image/png;base64,...."
+        value = value.partition(",")[2]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"is not valid base64 ({exc})") from None
+    if not data:
+        raise ValueError("is empty")
+    return data
+
+
+Vector = Annotated[
+    np.ndarray,
+    PlainValidator(_to_vector),
+    PlainSerializer(lambda a: a.tolist()),
+    WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 1}),
+]
+ImageBytes = Annotated[
+    bytes,
+    PlainValidator(_to_image_bytes),
+    PlainSerializer(lambda b: base64.b64encode(b).decode()),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "a PNG or JPEG file"}),
+]
+ItemId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s/]+$")]
+Label = Annotated[str, Field(min_length=1, max_length=256)]
+ITEM_SHAPES = "an item is {'vector': [numbers]}, {'image': '<base64 PNG/JPEG>'} or a bare list of numbers"
+
+
+class VectorItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vector: Vector
+
+
+class ImageItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: ImageBytes
+
+
+class IdRef(BaseModel):
+    """An already indexed item, by id (where a route compares or searches)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ItemId
+
+
+RawInput = np.ndarray | bytes  # what the encoder decodes: a float32 vector or an image file
+
+
+def raw_input(item: np.ndarray | VectorItem | ImageItem) -> RawInput:
+    """The payload of a validated item, without its wrapper."""
+    if isinstance(item, VectorItem):
+        return item.vector
+    if isinstance(item, ImageItem):
+        return item.image
+    return item
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, list | np.ndarray):
+        return "list"
+    if isinstance(value, dict):
+        return next((k for k in ("vector", "image", "id") if k in value), None)
+    return {VectorItem: "vector", ImageItem: "image", IdRef: "id"}.get(type(value))
+
+
+def _new_item_kind(value: Any) -> str | None:
+    if isinstance(value, list | np.ndarray):
+        return "list"
+    return "item" if isinstance(value, dict | NewItem) else None
+
+
+_item_error = {"custom_error_type": "item_shape", "custom_error_message": ITEM_SHAPES}
+Item = Annotated[
+    Annotated[Vector, Tag("list")]
+    | Annotated[VectorItem, Tag("vector")]
+    | Annotated[ImageItem, Tag("image")],
+    Discriminator(_kind, **_item_error),
+]
+QueryItem = Annotated[
+    Annotated[Vector, Tag("list")]
+    | Annotated[VectorItem, Tag("vector")]
+    | Annotated[ImageItem, Tag("image")]
+    | Annotated[IdRef, Tag("id")],
+    Discriminator(
+        _kind,
+        custom_error_type="item_shape",
+        custom_error_message=ITEM_SHAPES + ", or {'id': '<indexed item id>'}",
+    ),
+]
+
+
+class NewItem(BaseModel):
+    """An item to store: exactly one of ``vector`` or ``image``, with an optional id, label and metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: ItemId | None = None
+    vector: Vector | None = None
+    image: ImageBytes | None = None
+    label: Label | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> NewItem:
+        if (self.vector is None) == (self.image is None):
+            raise ValueError("an item needs exactly one of 'vector' or 'image'")
+        return self
+
+    @property
+    def raw(self) -> RawInput:
+        return self.vector if self.vector is not None else (self.image or b"")
+
+
+NewItemIn = Annotated[
+    Annotated[Vector, Tag("list")] | Annotated[NewItem, Tag("item")],
+    Discriminator(_new_item_kind, **_item_error),
+]
+
+
+class EmbedRequest(BaseModel):
+    items: list[Item] = Field(min_length=1)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+
+
+class CreateItemsRequest(BaseModel):
+    items: list[NewItemIn] = Field(min_length=1)
+
+
+class CreateItemsResponse(BaseModel):
+    ids: list[str]
+
+
+class ItemOut(BaseModel):
+    id: str
+    label: str | None
+    metadata: dict[str, Any] | None
+    model: str
+    created_at: datetime
+    input: dict[str, Any] | None = Field(None, description="{'vector': [...]} or {'image': base64}, if asked")
+    embedding: list[float] | None = Field(None, description="the stored embedding, if asked")
+
+
+class ItemList(BaseModel):
+    items: list[ItemOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SearchRequest(BaseModel):
+    item: QueryItem
+    k: int = Field(10, ge=1)
+    label: Label | None = Field(None, description="only search items with this label")
+
+
+class Neighbor(BaseModel):
+    id: str
+    label: str | None
+    distance: float
+    similarity: float
+    metadata: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    model: str
+    neighbors: list[Neighbor]
+
+
+class PairRequest(BaseModel):
+    a: QueryItem
+    b: QueryItem
+
+
+class VerifyRequest(PairRequest):
+    threshold: float | None = Field(None, description="distance threshold; default the card's calibrated one")
+
+
+class SimilarityResponse(BaseModel):
+    distance: float
+    similarity: float
+
+
+class VerifyResponse(SimilarityResponse):
+    same: bool
+    threshold: float
+
+
+class ClassifyRequest(BaseModel):
+    items: list[Item] = Field(min_length=1)
+    k: int = Field(5, ge=1)
+    weighting: Literal["uniform", "distance"] = "uniform"
+    threshold: float | None = Field(
+        None, description="neighbours farther than this don't vote; default the card's threshold"
+    )
+
+
+class ClassifyNeighbor(BaseModel):
+    id: str
+    label: str | None
+    distance: float
+
+
+class Prediction(BaseModel):
+    label: str | None
+    confidence: float
+    votes: dict[str, float]
+    neighbors: list[ClassifyNeighbor]
+    unknown: bool
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class ModelOut(BaseModel):
+    id: str
+    path: str
+    active: bool
+    created_at: datetime
+    activated_at: datetime | None
+    card: dict[str, Any]
+    activation: dict[str, Any] | None = Field(None, description="progress of a running or failed activation")
+
+
+class ActivationOut(BaseModel):
+    id: str
+    status: Literal["active", "activating"]

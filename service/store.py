@@ -1,0 +1,99 @@
+"""SQLAlchemy models and engine: registered models and stored items (one declarative Base for all tables).
+
+Durability choice for SQLite: WAL journal with ``synchronous=FULL`` by default. WAL alone (even with
+``NORMAL``) survives a killed process, because a commit has reached the OS before it returns; FULL also
+fsyncs the WAL on every commit, so an acknowledged item survives power loss or a kernel crash too. The
+cost is one fsync per write request (items are written a request at a time, so it is amortised over the
+batch); ``--sqlite-synchronous normal`` trades that guarantee for throughput.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """One Base for every table of the service database (the jobs table joins it later)."""
+
+
+class ModelRow(Base):
+    """A registered model directory; at most one row is active."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    card: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    active: Mapped[bool] = mapped_column(default=False, index=True)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class ItemRow(Base):
+    """An indexed item: its original input (to re-embed under a new model) and its current embedding.
+
+    ``key`` is the FAISS id. AUTOINCREMENT matters: SQLite would otherwise reuse the key of a deleted
+    last row, and a stale snapshot could then pair that key with the old vector.
+    """
+
+    __tablename__ = "items"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(256), unique=True)
+    label: Mapped[str | None] = mapped_column(String(256), index=True, default=None)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
+    input_kind: Mapped[str] = mapped_column(String(16))  # "vector" (float32 bytes) or "image" (file bytes)
+    input_dim: Mapped[int | None] = mapped_column(default=None)  # vector length, for compatibility checks
+    input_data: Mapped[bytes] = mapped_column(LargeBinary)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the active model's output
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def make_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
+    """Create the engine; SQLite gets WAL, a busy timeout and the chosen synchronous level."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=8,
+        max_overflow=32,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def open_db(url: str, sqlite_synchronous: str = "full") -> tuple[Engine, sessionmaker[Any]]:
+    """Create tables if needed and return the engine and a session factory."""
+    engine = make_engine(url, sqlite_synchronous)
+    Base.metadata.create_all(engine)
+    return engine, sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,218 @@
+"""API tests with ``TestClient(create_app(settings))`` on tmp_path and real toy models."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import blobs, make_settings, model_dir, png_b64, vector_items
+
+from service.app import create_app
+from service.index import pair_distance
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def client(tmp_path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tmp_path, model=model_dir()))) as c:
+        yield c
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_health_ready_info_and_no_model_message(tmp_path):
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "--model" in ready.json()["detail"]
+        for method, path, body in [
+            ("POST", "/embed", {"items": [[1.0]]}),
+            ("POST", "/items", {"items": [[1.0]]}),
+            ("POST", "/search", {"item": [1.0]}),
+            ("POST", "/classify", {"items": [[1.0]]}),
+            ("POST", "/verify", {"a": [1.0], "b": [1.0]}),
+        ]:
+            r = c.request(method, path, json=body)
+            assert r.status_code == 503 and "POST /models/{id}/activate" in r.json()["detail"], path
+        info = c.get("/info").json()
+        assert info["model"] is None and info["limits"]["max_items"] == 1024
+
+
+def test_embed_returns_normalised_embeddings(client):
+    x = np.array([[3.0, 4.0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0]], dtype=np.float32)
+    r = client.post("/embed", json={"items": [x[0].tolist(), {"vector": x[1].tolist()}]})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["model"] == "toy-vec" and body["dim"] == 8
+    np.testing.assert_allclose(body["embeddings"], _unit(x), atol=1e-6)
+
+
+def test_items_crud_upsert_and_listing(client):
+    x, y = blobs(5)
+    r = client.post("/items", json={"items": vector_items(x, y) + [x[0].tolist()]})
+    assert r.status_code == 201
+    ids = r.json()["ids"]
+    assert ids[:15] == [f"i{i}" for i in range(15)] and len(ids[15]) == 32  # uuid4 hex for the bare list
+
+    item = client.get("/items/i3", params={"include_input": True, "include_embedding": True}).json()
+    assert item["label"] == "c0" and item["model"] == "toy-vec"
+    np.testing.assert_allclose(item["input"]["vector"], x[3], rtol=1e-6)
+    np.testing.assert_allclose(item["embedding"], _unit(x[3]), atol=1e-6)
+    assert client.get("/items/i3").json()["input"] is None
+
+    dup = client.post("/items", json={"items": [{"id": "i3", "vector": x[0].tolist()}]})
+    assert dup.status_code == 409 and "upsert=true" in dup.json()["detail"]
+    up = client.post(
+        "/items",
+        params={"upsert": True},
+        json={"items": [{"id": "i3", "vector": x[9].tolist(), "label": "new"}]},
+    )
+    assert up.status_code == 201 and client.get("/items/i3").json()["label"] == "new"
+    near = client.post("/search", json={"item": x[9].tolist(), "k": 2}).json()["neighbors"]
+    assert {n["id"] for n in near} == {"i3", "i9"}
+    assert client.get("/info").json()["index"]["size"] == 16  # replaced, not duplicated
+
+    page = client.get("/items", params={"label": "c1", "limit": 2, "offset": 1}).json()
+    assert page["total"] == 5 and [i["id"] for i in page["items"]] == ["i6", "i7"]
+    assert client.get("/items").json()["total"] == 16
+
+    assert client.delete("/items/i3").status_code == 204
+    assert client.get("/items/i3").status_code == 404
+    assert client.delete("/items/i3").status_code == 404
+    assert client.get("/info").json()["index"]["size"] == 15
+
+
+def test_search_similarity_and_verify(client):
+    x, y = blobs(10)
+    client.post("/items", json={"items": vector_items(x, y)})
+    for i in (0, 14, 29):
+        hits = client.post("/search", json={"item": {"vector": x[i].tolist()}, "k": 3}).json()["neighbors"]
+        assert hits[0]["id"] == f"i{i}" and hits[0]["distance"] == pytest.approx(0, abs=1e-5)
+        assert hits[0]["similarity"] == pytest.approx(1, abs=1e-5)
+        assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
+    by_id = client.post("/search", json={"item": {"id": "i12"}, "k": 4, "label": "c0"}).json()["neighbors"]
+    assert len(by_id) == 4 and {h["label"] for h in by_id} == {"c0"}
+    assert client.post("/search", json={"item": {"id": "i12"}, "label": "nope"}).json()["neighbors"] == []
+
+    want = pair_distance("cosine", _unit(x[0]), _unit(x[15]))
+    sim = client.post("/similarity", json={"a": {"id": "i0"}, "b": x[15].tolist()}).json()
+    assert sim["distance"] == pytest.approx(want, abs=1e-5) and sim["similarity"] == pytest.approx(
+        1 - want, abs=1e-5
+    )
+    same = client.post("/verify", json={"a": {"id": "i0"}, "b": {"id": "i1"}}).json()
+    assert same["same"] is True and same["threshold"] == 0.5  # the card's calibrated threshold
+    other = client.post("/verify", json={"a": {"id": "i0"}, "b": {"id": "i15"}}).json()
+    assert other["same"] is False
+    assert client.post("/verify", json={"a": {"id": "i0"}, "b": {"id": "i15"}, "threshold": 2.0}).json()[
+        "same"
+    ]
+    assert client.post("/verify", json={"a": {"id": "i0"}, "b": {"id": "nope"}}).status_code == 404
+
+
+def test_classify_blobs_unknowns_and_weighting(client):
+    x, y = blobs(30, seed=1)
+    client.post("/items", json={"items": vector_items(x, y)})
+    q, qy = blobs(10, seed=2)
+    for weighting in ("uniform", "distance"):
+        r = client.post("/classify", json={"items": q.tolist(), "k": 7, "weighting": weighting})
+        assert r.status_code == 200
+        preds = r.json()["predictions"]
+        assert [p["label"] for p in preds] == qy
+        assert all(p["confidence"] == 1.0 and not p["unknown"] and len(p["neighbors"]) == 7 for p in preds)
+        assert set(preds[0]["votes"]) == {"c0"} and preds[0]["neighbors"][0]["label"] == "c0"
+    far = -np.ones(8, dtype=np.float32)  # cosine distance > 1 to every blob: beyond the 0.5 threshold
+    p = client.post("/classify", json={"items": [far.tolist()]}).json()["predictions"][0]
+    assert p["unknown"] is True and p["label"] is None and p["confidence"] == 0 and len(p["neighbors"]) == 5
+    p = client.post("/classify", json={"items": [far.tolist()], "threshold": 3.0}).json()["predictions"][0]
+    assert p["unknown"] is False and p["label"] is not None
+
+
+def test_euclidean_model_without_threshold(tmp_path):
+    model = model_dir("toy-l2", distance="euclidean", threshold=None)
+    with TestClient(create_app(make_settings(tmp_path, model=model))) as c:
+        x, y = blobs(10, seed=3)
+        c.post("/items", json={"items": vector_items(x, y)})
+        hit = c.post("/search", json={"item": x[4].tolist(), "k": 2}).json()["neighbors"]
+        d = float(np.linalg.norm(x[4] - x[int(hit[1]["id"][1:])]))
+        assert hit[0]["id"] == "i4" and hit[1]["distance"] == pytest.approx(d, rel=1e-4)
+        assert hit[1]["similarity"] == pytest.approx(1 / (1 + d), rel=1e-4)
+        r = c.post("/verify", json={"a": {"id": "i0"}, "b": {"id": "i1"}})
+        assert r.status_code == 409 and "no calibrated threshold" in r.json()["detail"]
+        far = (x[0] * 100).tolist()  # far from everything, but without a threshold every neighbour votes
+        p = c.post("/classify", json={"items": [far], "k": 3}).json()["predictions"][0]
+        assert p["label"] == "c0" and not p["unknown"]
+
+
+def test_image_model_accepts_png_jpeg_and_flat_vectors(tmp_path):
+    model = model_dir("toy-img", dim=4, image=(1, 4, 4), max_value=16.0)
+    with TestClient(create_app(make_settings(tmp_path, model=model))) as c:
+        img = (np.arange(16).reshape(4, 4) * 16).astype(np.uint8)
+        flat = (img.astype(np.float32) / 255 * 16).reshape(-1)
+        r = c.post("/embed", json={"items": [{"image": png_b64(img)}, flat.tolist()]})
+        assert r.status_code == 200
+        e = np.asarray(r.json()["embeddings"])
+        np.testing.assert_allclose(e[0], e[1], atol=1e-5)  # same pixels, two ways in
+        r = c.post("/items", json={"items": [{"id": "img", "image": png_b64(img, "JPEG"), "label": "x"}]})
+        assert r.status_code == 201
+        raw = c.get("/items/img", params={"include_input": True}).json()["input"]
+        assert set(raw) == {"image"}
+        bad = c.post("/embed", json={"items": [flat[:5].tolist()]})
+        assert bad.status_code == 422 and "16" in bad.json()["detail"]
+
+
+def test_metrics_are_per_app_and_count_routes(tmp_path, client):
+    client.post("/embed", json={"items": [[1.0] * 8] * 3})
+    client.get("/items/nope")
+    text = client.get("/metrics").text
+    assert 'embed_http_requests_total{method="POST",route="/embed",status="200"} 1.0' in text
+    assert 'route="/items/{item_id}",status="404"' in text
+    assert "embed_batch_size_count 1.0" in text and "embed_queue_seconds_count 1.0" in text
+    assert 'embed_active_model{model_id="toy-vec"} 1.0' in text and "embed_index_size 0.0" in text
+    with TestClient(create_app(make_settings(tmp_path / "other", model=model_dir()))) as other:
+        assert 'route="/embed"' not in other.get("/metrics").text  # its own registry
+
+
+def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path):
+    settings = make_settings(tmp_path, model=model_dir("toy-b", scale=2.0))
+    with TestClient(create_app(settings)):
+        pass  # registers and activates toy-b
+    with TestClient(create_app(settings.model_copy(update={"model": model_dir("toy-small", dim=4)}))):
+        pass  # registers toy-small (4-d vectors)
+    with TestClient(create_app(settings.model_copy(update={"model": model_dir()}))) as c:
+        x, y = blobs(20, seed=4)
+        assert c.post("/items", json={"items": vector_items(x, y)}).status_code == 201
+        models = {m["id"]: m for m in c.get("/models").json()}
+        assert set(models) == {"toy-b", "toy-small", "toy-vec"} and models["toy-vec"]["active"]
+
+        r = c.post("/models/toy-small/activate")
+        assert r.status_code == 409 and "60 vector item(s) of length 8" in r.json()["detail"]
+        assert c.post("/models/nope/activate").status_code == 404
+        assert c.post("/models/toy-vec/activate").json()["status"] == "active"
+
+        r = c.post("/models/toy-b/activate")
+        assert r.status_code == 202 and r.headers["location"] == "/models/toy-b"
+        deadline = time.monotonic() + 20
+        while (
+            c.get("/models/toy-b").json()["activation"]["status"] == "running" and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert c.get("/models/toy-b").json()["activation"]["status"] == "done"
+        info = c.get("/info").json()
+        assert info["model"]["model_id"] == "toy-b" and info["index"] == {
+            "size": 60,
+            "type": "flat",
+            "configured_type": "flat",
+            "model_id": "toy-b",
+        }
+        item = c.get("/items/i7", params={"include_embedding": True}).json()
+        assert item["model"] == "toy-b"
+        hits = c.post("/search", json={"item": {"id": "i7"}, "k": 1}).json()
+        assert hits["model"] == "toy-b" and hits["neighbors"][0]["id"] == "i7"
+    with TestClient(create_app(settings.model_copy(update={"model": None}))) as c:
+        assert c.get("/ready").json()["model"] == "toy-b"  # the activation was persisted
