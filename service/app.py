@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
 import service
-from service.api import classify, embed, health, items, models, search, verify
+from service.api import classify, datasets, embed, health, items, jobs, models, search, train, verify
 from service.batcher import MicroBatcher
 from service.config import Settings
 from service.errors import ServiceError, service_error_handler
@@ -35,6 +36,7 @@ from service.registry import (
 )
 from service.state import ServiceState
 from service.store import open_db
+from service.supervisor import WorkerSupervisor, run_maintenance_loop
 from trainer.card import CardError
 
 logger = logging.getLogger(__name__)
@@ -117,18 +119,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.snapshot_interval > 0
             else None
         )
+        housekeeping_stop = threading.Event()
+        housekeeping = threading.Thread(
+            target=run_maintenance_loop, args=(state, housekeeping_stop), name="job-housekeeping", daemon=True
+        )
+        housekeeping.start()
+        supervisor = WorkerSupervisor(settings, state) if settings.worker else None
+        if supervisor is not None:
+            supervisor.start()
         try:
             yield
         finally:
+            if supervisor is not None:
+                await run_in_threadpool(supervisor.stop)
+            housekeeping_stop.set()
             if snapshots is not None:
                 snapshots.cancel()
             await state.batcher.stop()
+            await run_in_threadpool(housekeeping.join, 10)
             await run_in_threadpool(close_state, state)
 
     middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
     if settings.api_key is not None:
         middleware.append(Middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value()))
-    middleware.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    middleware.append(
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.max_body_bytes,
+            overrides={"/datasets": (settings.max_upload_bytes, "--max-upload-bytes")},
+        )
+    )
 
     app = FastAPI(
         title="Embedding service",
@@ -138,6 +158,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=middleware,
     )
     app.add_exception_handler(ServiceError, service_error_handler)
-    for module in (health, embed, items, search, verify, classify, models):
+    for module in (health, embed, items, search, verify, classify, models, train, jobs, datasets):
         app.include_router(module.router)
     return app

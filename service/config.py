@@ -67,6 +67,23 @@ class Settings(BaseSettings):
     max_items: int = Field(1024, ge=1, description="Most items per request.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
     max_k: int = Field(1000, ge=1, description="Largest k for /search and /classify.")
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest data set upload to POST /datasets (413 beyond)."
+    )
+    worker: bool = Field(
+        True,
+        description="Run one training worker subprocess (restarted if it dies); --no-worker: run it apart.",
+    )
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device of the worker subprocess for jobs whose config says auto."
+    )
+    worker_heartbeat_interval: float = Field(
+        2.0, gt=0, description="Seconds between a running job's heartbeats."
+    )
+    job_stale_after: float = Field(
+        60.0, gt=0, description="A running job whose heartbeat is older is re-queued (or failed)."
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Runs of one job (resumed each time) before it fails.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(False, description="Log every request (uvicorn access log; costs throughput).")
 
@@ -85,6 +102,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
 
     @property
     def models_dir(self) -> Path:

@@ -21,7 +21,8 @@ class ErrorCode(StrEnum):
     """Every way a request can fail on purpose; ``STATUS`` maps each to its status code."""
 
     INVALID_INPUT = "invalid_input"  # an item the model cannot take: wrong dimension, NaN, bad image
-    INVALID_REQUEST = "invalid_request"  # an out-of-range parameter (k, threshold)
+    INVALID_REQUEST = "invalid_request"  # an out-of-range parameter (k, threshold), an unusable data set
+    BAD_REQUEST = "bad_request"  # a request that must never be honoured, e.g. a path escaping datasets/
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"  # id exists, no threshold, activation in progress, incompatible model
@@ -38,6 +39,7 @@ class ErrorCode(StrEnum):
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_INPUT: 422,
     ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.BAD_REQUEST: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,

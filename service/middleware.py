@@ -40,10 +40,8 @@ class ApiKeyMiddleware:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._key)
 
 
-def _too_large(limit: int) -> ServiceError:
-    return ServiceError(
-        ErrorCode.TOO_LARGE, f"request body exceeds the limit of {limit} bytes (--max-body-bytes)"
-    )
+def _too_large(limit: int, flag: str = "--max-body-bytes") -> ServiceError:
+    return ServiceError(ErrorCode.TOO_LARGE, f"request body exceeds the limit of {limit} bytes ({flag})")
 
 
 class BodyLimitMiddleware:
@@ -53,17 +51,21 @@ class BodyLimitMiddleware:
     through body parsing to the exception handler; anything that escapes is answered here.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: dict[str, tuple[int, str]] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = overrides or {}  # path -> (limit, flag): uploads get their own, larger limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, flag = self.overrides.get(scope["path"], (self.max_bytes, "--max-body-bytes"))
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, _too_large(limit, flag))
             return
         received = 0
         started = False
@@ -73,8 +75,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _too_large(self.max_bytes)
+                if received > limit:
+                    raise _too_large(limit, flag)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -87,10 +89,9 @@ class BodyLimitMiddleware:
         except ServiceError as exc:
             if started or exc.code is not ErrorCode.TOO_LARGE:
                 raise
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, exc)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        err = _too_large(self.max_bytes)
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, err: ServiceError) -> None:
         response = OrjsonResponse(
             {"detail": err.detail}, status_code=err.status_code, headers={"Connection": "close"}
         )

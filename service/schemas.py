@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from trainer.config import TrainConfig
+
 
 def _to_vector(value: Any) -> np.ndarray:
     if not isinstance(value, list):
@@ -276,3 +278,62 @@ class ModelOut(BaseModel):
 class ActivationOut(BaseModel):
     id: str
     status: Literal["active", "activating"]
+
+
+# -- training jobs and data sets ---------------------------------------------------------------------
+class TrainRequest(TrainConfig):
+    """The trainer's own config (``python -m trainer train`` flags as fields), plus ``activate``."""
+
+    activate: bool = Field(False, description="activate the model once the job succeeds")
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: str
+    model_id: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model_id: str
+    dataset: str
+    config: dict[str, Any]
+    activate: bool
+    activation: str | None = Field(None, description="pending, activating, active, or failed: <reason>")
+    progress: dict[str, Any] = Field(description="phase, epoch/epochs, step/steps, loss")
+    metrics: list[dict[str, Any]] = Field(description="one record per finished epoch (validation metrics)")
+    result: dict[str, Any] | None = Field(None, description="final test metrics of the exported model")
+    error: str | None
+    log: str = Field(description="the last lines of the run's log")
+    attempts: int
+    worker_id: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class DatasetOut(BaseModel):
+    id: str
+    filename: str
+    original_name: str
+    n: int
+    classes: list[str]
+    shape: list[int]
+    size_bytes: int
+    created_at: datetime
+
+
+class ReportOut(BaseModel):
+    model_id: str
+    markdown: str
+    files: dict[str, str] = Field(description="file name -> URL of each plot and file of the report")

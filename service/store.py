@@ -14,12 +14,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Engine,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
+    Text,
     create_engine,
     event,
 )
@@ -31,7 +33,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    """One Base for every table of the service database (the jobs table joins it later)."""
+    """One Base for every table of the service database (models, items, jobs, datasets)."""
 
 
 class ModelRow(Base):
@@ -66,6 +68,54 @@ class ItemRow(Base):
     input_data: Mapped[bytes] = mapped_column(LargeBinary)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the active model's output
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobRow(Base):
+    """A training job: queued by ``POST /train``, claimed and run by a worker process.
+
+    ``seq`` orders the queue (oldest first). ``heartbeat_at`` is refreshed by the worker while it
+    runs the job; a job whose heartbeat goes stale is re-queued (resumed from its checkpoint) or
+    failed. ``activation`` follows the new model after success when ``activate`` was asked.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset_spec: Mapped[str] = mapped_column(String(4096))  # resolved: built-in, path under data dir, items
+    model_id: Mapped[str] = mapped_column(String(128))  # fixed at submission: a resumed run finds its files
+    activate: Mapped[bool] = mapped_column(Boolean, default=False)
+    activation: Mapped[str | None] = mapped_column(String(1024), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    worker_id: Mapped[str | None] = mapped_column(String(256), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # one record per epoch
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # final test metrics
+    log: Mapped[str] = mapped_column(Text, default="")  # the last lines of the run's log
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class DatasetRow(Base):
+    """A data set uploaded with ``POST /datasets``, stored as ``<data-dir>/datasets/<id><ext>``."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(256))  # the stored file's name under datasets/
+    original_name: Mapped[str] = mapped_column(String(256))
+    n: Mapped[int] = mapped_column(Integer)
+    classes: Mapped[list[str]] = mapped_column(JSON)
+    shape: Mapped[list[int]] = mapped_column(JSON)  # one sample's shape
+    size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -96,8 +96,13 @@ def model_dir(
 
 
 def make_settings(tmp_path: Path, model: Path | None = None, **overrides: Any) -> Settings:
-    """Settings isolated on tmp_path; periodic snapshots off unless asked (tests trigger them)."""
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "model": model, "snapshot_interval": 0}
+    """Settings isolated on tmp_path; periodic snapshots and the training worker off unless asked."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "model": model,
+        "snapshot_interval": 0,
+        "worker": False,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -167,12 +172,16 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m service`` in a subprocess on a free port; ``kill()`` is SIGKILL, ``stop()`` SIGTERM."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *args: str, env: dict[str, str] | None = None, worker: bool = False
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"server-{self.port}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "service", "--port", str(self.port), "--data-dir", str(data_dir), *args]
+        if not worker:
+            cmd.append("--no-worker")  # tests that need the training worker ask for it
         self._log_fh = open(self.log, "wb")  # noqa: SIM115 - closed in kill/stop
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, stdout=self._log_fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

@@ -5,6 +5,8 @@ Only pydantic here (no torch), so the service can validate training requests che
 
 from __future__ import annotations
 
+import secrets
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -104,3 +106,9 @@ class TrainConfig(BaseModel):
     def loss_label(self) -> str:
         """Short name for tables: ``triplet:semihard``, ``supcon``..."""
         return f"triplet:{self.mining}" if self.loss == "triplet" else self.loss
+
+
+def new_model_id(config: TrainConfig) -> str:
+    """A fresh, readable model id: ``<loss>-<UTC time>-<random>``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{config.loss_label().replace(':', '-')}-{stamp}-{secrets.token_hex(3)}"

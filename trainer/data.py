@@ -440,11 +440,7 @@ def _load_idx(images: Path, labels: Path) -> Dataset:
 
 
 def _load_image_folder(root: Path) -> Dataset:
-    """One sub-folder per class of PNG/JPEG files.
-
-    Images are resized to the most common size among them (ties: the first met in sorted
-    order) and kept grayscale when every image is grayscale, else converted to RGB.
-    """
+    """One sub-folder per class of PNG/JPEG files (see :func:`dataset_from_images` for sizes/modes)."""
     from PIL import Image
 
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -452,7 +448,6 @@ def _load_image_folder(root: Path) -> Dataset:
         raise DataError(f"{root}: no class sub-folders; an image folder needs one sub-folder per class")
     images: list[Image.Image] = []
     labels: list[str] = []
-    all_gray = True
     for class_dir in class_dirs:
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -461,31 +456,45 @@ def _load_image_folder(root: Path) -> Dataset:
             try:
                 with Image.open(file) as opened:
                     opened.load()
-                    img = opened.copy()
+                    images.append(opened.copy())
             except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
                 raise DataError(f"cannot read image {file}: {exc}") from exc
-            if img.mode in _GRAY_MODES:
-                img = img.convert("L")
-            else:
-                img = img.convert("RGB")
-                channels = np.asarray(img)
-                all_gray &= bool((channels[..., 0] == channels[..., 1]).all()) and bool(
-                    (channels[..., 1] == channels[..., 2]).all()
-                )
-            images.append(img)
             labels.append(class_dir.name)
     if not images:
         raise DataError(f"{root}: no PNG/JPEG images in its class sub-folders")
-    size = Counter(img.size for img in images).most_common(1)[0][0]
+    return dataset_from_images(images, labels, name=root.name)
+
+
+def dataset_from_images(images: Sequence[Any], labels: Sequence[str], *, name: str) -> Dataset:
+    """Decoded Pillow images + labels → an image Dataset (N, C, H, W) in 0..255.
+
+    Images are resized to the most common size among them (ties: the first met) and kept
+    grayscale when every image is grayscale (an RGB image with equal channels counts), else RGB.
+    """
+    from PIL import Image
+
+    converted: list[Image.Image] = []
+    all_gray = True
+    for img in images:
+        if img.mode in _GRAY_MODES:
+            img = img.convert("L")
+        else:
+            img = img.convert("RGB")
+            channels = np.asarray(img)
+            all_gray &= bool((channels[..., 0] == channels[..., 1]).all()) and bool(
+                (channels[..., 1] == channels[..., 2]).all()
+            )
+        converted.append(img)
+    size = Counter(img.size for img in converted).most_common(1)[0][0]
     mode = "L" if all_gray else "RGB"
-    resized = sum(img.size != size for img in images)
+    resized = sum(img.size != size for img in converted)
     if resized:
-        log.info("%s: resized %d of %d images to %dx%d", root, resized, len(images), *size)
+        log.info("%s: resized %d of %d images to %dx%d", name, resized, len(converted), *size)
     pixels = np.stack(
-        [np.asarray(img.convert(mode).resize(size, Image.Resampling.BILINEAR)) for img in images]
+        [np.asarray(img.convert(mode).resize(size, Image.Resampling.BILINEAR)) for img in converted]
     )
     x = pixels if mode == "L" else pixels.transpose(0, 3, 1, 2)  # explicit NCHW: no guessing
-    return dataset_from_arrays(x, np.array(labels), name=root.name)
+    return dataset_from_arrays(x, np.array(labels), name=name)
 
 
 # --- splits -------------------------------------------------------------------------------

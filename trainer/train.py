@@ -14,11 +14,9 @@ import math
 import os
 import platform
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +26,7 @@ from torch import nn
 
 from trainer import __version__
 from trainer.card import ModelCard, Threshold
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, new_model_id
 from trainer.data import (
     Dataset,
     PKSampler,
@@ -137,13 +135,6 @@ def random_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[
     order = torch.randperm(n, generator=gen).tolist()
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return [b for b in batches if len(b) >= 2]
-
-
-def make_model_id(config: TrainConfig) -> str:
-    if config.name:
-        return config.name
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{config.loss_label().replace(':', '-')}-{stamp}-{secrets.token_hex(3)}"
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -270,7 +261,7 @@ def train(
 
     # --- run directory, resume ----------------------------------------------------------------
     out_dir = Path(out_dir)
-    model_id = make_model_id(config)
+    model_id = config.name or new_model_id(config)
     run_dir = out_dir / ".runs" / model_id
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_FILE

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service.api.deps import SessionDep, StateDep
+from service.errors import ErrorCode, ServiceError
 from service.registry import model_row, start_activation
-from service.schemas import ActivationOut, ModelOut
+from service.schemas import ActivationOut, ModelOut, ReportOut
 from service.state import ServiceState
 from service.store import ModelRow
 
@@ -51,3 +55,35 @@ def activate_model(model_id: str, state: StateDep, response: Response) -> dict[s
     else:
         response.headers["Location"] = f"/models/{model_id}"
     return {"id": model_id, "status": status}
+
+
+REPORT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.(png|md|json)$")  # no paths, no hidden files
+
+
+def _model_path(state: ServiceState, model_id: str) -> Path:
+    path = Path(model_row(state, model_id).path)
+    return path if path.exists() else state.settings.models_dir / model_id
+
+
+@router.get("/{model_id}/report", response_model=ReportOut)
+def read_report(model_id: str, state: StateDep) -> dict[str, Any]:
+    """The training report (markdown) and the URLs of its plots."""
+    path = _model_path(state, model_id)
+    report = path / "report.md"
+    if not report.is_file():
+        raise ServiceError(ErrorCode.NOT_FOUND, f"model {model_id} has no report.md")
+    files = sorted(p.name for p in path.iterdir() if p.is_file() and REPORT_FILE.match(p.name))
+    return {
+        "model_id": model_id,
+        "markdown": report.read_text(encoding="utf-8"),
+        "files": {name: f"/models/{model_id}/files/{name}" for name in files},
+    }
+
+
+@router.get("/{model_id}/files/{name}", response_class=FileResponse)
+def read_model_file(model_id: str, name: str, state: StateDep) -> FileResponse:
+    """One file of a model directory: its plots, report.md or model.json (never the encoder)."""
+    path = _model_path(state, model_id) / name
+    if not REPORT_FILE.match(name) or not path.is_file():
+        raise ServiceError(ErrorCode.NOT_FOUND, f"model {model_id} has no file {name!r}")
+    return FileResponse(path)

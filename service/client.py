@@ -1,0 +1,742 @@
+"""Typed HTTP client for the embedding service: ``Client`` (sync) and ``AsyncClient``, over httpx.
+
+    with Client("http://127.0.0.1:8000", api_key="...") as client:
+        client.add_items(x, labels=y)                 # x: (n, dim) array, or a list of items
+        client.classify(x_new[:3], k=5).predictions
+
+An *item* may be a numpy array or a list of numbers (a vector), ``bytes`` or a ``Path`` (a PNG or
+JPEG file, sent base64-encoded), or a dict in the API's own shape; where a route compares or searches,
+``{"id": "..."}`` names an indexed item. Embeddings come back as float32 numpy arrays. Every non-2xx
+answer raises ``ApiError`` (a subclass per common status), carrying the server's ``detail``.
+
+This module imports only httpx, numpy, pydantic and the service's response schemas (which import
+nothing heavier), so users need neither torch nor FastAPI. Each route is described once, as a ``_Call``
+(request + parser), and both clients send it: the two classes differ only in ``await``. New routes
+(training jobs, data sets) follow the same pattern, or use ``_request`` directly for anything unusual
+(multipart uploads pass ``files=`` through it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from service.schemas import (
+    ActivationOut,
+    ClassifyResponse,
+    ItemOut,
+    ModelOut,
+    SearchResponse,
+    SimilarityResponse,
+    VerifyResponse,
+)
+
+__all__ = [
+    "ActivationOut",
+    "ApiError",
+    "AsyncClient",
+    "AuthenticationError",
+    "ClassifyResponse",
+    "Client",
+    "ConflictError",
+    "Embeddings",
+    "Info",
+    "Item",
+    "ItemPage",
+    "ModelOut",
+    "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "Ready",
+    "SearchResponse",
+    "SimilarityResponse",
+    "UnavailableError",
+    "UnprocessableError",
+    "VerifyResponse",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = 30.0
+T = TypeVar("T")
+
+ItemLike = (
+    np.ndarray | Sequence[float] | bytes | bytearray | memoryview | os.PathLike[str] | Mapping[str, Any]
+)
+Items = Sequence[ItemLike] | np.ndarray
+
+
+# -- errors ------------------------------------------------------------------------------------------
+class ApiError(Exception):
+    """A non-2xx answer: ``status_code`` and the server's ``detail`` (a message, or FastAPI's error list)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: Any,
+        *,
+        method: str = "",
+        url: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.detail = detail
+        self.method = method
+        self.url = url
+        self.headers: Mapping[str, str] = headers or {}
+        where = " ".join(part for part in (str(status_code), method, url) if part)
+        super().__init__(f"{where}: {_detail_text(detail)}")
+
+
+class AuthenticationError(ApiError):
+    """401: the API key is missing or wrong."""
+
+
+class NotFoundError(ApiError):
+    """404: no item or model with that id."""
+
+
+class ConflictError(ApiError):
+    """409: the id exists (pass ``upsert=True``), the index is empty, no threshold, or activation refused."""
+
+
+class PayloadTooLargeError(ApiError):
+    """413: too many items or too large a body; split the request."""
+
+
+class UnprocessableError(ApiError):
+    """422: an item the model cannot take, or a parameter out of range."""
+
+
+class OverloadedError(ApiError):
+    """429: the encoder queue is full; ``retry_after`` seconds is the server's hint."""
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.headers.get("retry-after")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+
+class UnavailableError(ApiError):
+    """503: no active model (the detail says how to get one)."""
+
+
+_ERRORS: dict[int, type[ApiError]] = {
+    401: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    422: UnprocessableError,
+    429: OverloadedError,
+    503: UnavailableError,
+}
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, list):  # FastAPI's validation errors: [{"loc": [...], "msg": ...}, ...]
+        parts = []
+        for err in detail:
+            if isinstance(err, Mapping):
+                loc = ".".join(str(p) for p in err.get("loc", ()))
+                parts.append(f"{loc}: {err.get('msg', err)}" if loc else str(err.get("msg", err)))
+            else:
+                parts.append(str(err))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        detail = body["detail"] if isinstance(body, dict) and "detail" in body else body
+    except ValueError:
+        detail = response.text
+    cls = _ERRORS.get(response.status_code, ApiError)
+    raise cls(
+        response.status_code,
+        detail,
+        method=response.request.method,
+        url=response.request.url.path,
+        headers=dict(response.headers),
+    )
+
+
+# -- results -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """``POST /embed``: one float32 row per item, in request order."""
+
+    model: str
+    dim: int
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A stored item; ``input`` (vector or image bytes) and ``embedding`` only when asked for."""
+
+    id: str
+    label: str | None
+    metadata: dict[str, Any] | None
+    model: str
+    created_at: datetime
+    input: np.ndarray | bytes | None = None
+    embedding: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    """``GET /items``: one page and the total count (under the label filter)."""
+
+    items: list[Item]
+    total: int
+    limit: int
+    offset: int
+
+
+class Ready(BaseModel):
+    """``GET /ready``: the active model and the size of its index."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    status: str
+    model: str
+    index_size: int
+
+
+class Info(BaseModel):
+    """``GET /info``: versions, the active model card, the index and the server's limits."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    version: str
+    versions: dict[str, str] = {}
+    model: dict[str, Any] | None = None
+    index: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+
+
+_MODELS = TypeAdapter(list[ModelOut])
+
+
+def _item(data: Mapping[str, Any]) -> Item:
+    out = ItemOut.model_validate(data)
+    raw: np.ndarray | bytes | None = None
+    if out.input is not None:
+        if "image" in out.input:
+            raw = base64.b64decode(out.input["image"])
+        elif "vector" in out.input:
+            raw = np.asarray(out.input["vector"], dtype=np.float32)
+    emb = None if out.embedding is None else np.asarray(out.embedding, dtype=np.float32)
+    return Item(out.id, out.label, out.metadata, out.model, out.created_at, raw, emb)
+
+
+def _embeddings(response: httpx.Response) -> Embeddings:
+    data = response.json()
+    dim = int(data["dim"])
+    emb = np.asarray(data["embeddings"], dtype=np.float32).reshape(-1, dim)
+    return Embeddings(data["model"], dim, emb)
+
+
+def _item_page(response: httpx.Response) -> ItemPage:
+    data = response.json()
+    return ItemPage([_item(d) for d in data["items"]], data["total"], data["limit"], data["offset"])
+
+
+def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
+    return lambda response: cls.model_validate_json(response.content)
+
+
+# -- request bodies ----------------------------------------------------------------------------------
+def _vector(value: Any) -> list[float]:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"a vector must hold numbers, got dtype {arr.dtype}")
+    return arr.ravel().tolist()  # an image-shaped array (C, H, W) goes as its row-major flattening
+
+
+def _image(value: bytes | bytearray | memoryview | os.PathLike[str]) -> str:
+    data = Path(value).read_bytes() if isinstance(value, os.PathLike) else bytes(value)
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode_item(item: ItemLike) -> Any:
+    """The JSON form of one item: ``{"vector": [...]}``, ``{"image": "<base64>"}`` or a dict passed on."""
+    if isinstance(item, bytes | bytearray | memoryview | os.PathLike):
+        return {"image": _image(item)}
+    if isinstance(item, Mapping):
+        out = dict(item)
+        if out.get("vector") is not None:
+            out["vector"] = _vector(out["vector"])
+        if isinstance(out.get("image"), bytes | bytearray | memoryview | os.PathLike):
+            out["image"] = _image(out["image"])
+        return out
+    if isinstance(item, np.ndarray | Sequence) and not isinstance(item, str):
+        return {"vector": _vector(item)}
+    raise TypeError(
+        f"cannot send {type(item).__name__} as an item: pass a numpy array or list of numbers, "
+        "image bytes or a Path, or a dict such as {'id': ...}"
+    )
+
+
+def encode_items(items: Items) -> list[Any]:
+    """A batch: a sequence of items, or an array with one item per row (``(n, dim)`` or ``(n, C, H, W)``)."""
+    if isinstance(items, np.ndarray):
+        if items.ndim < 2:
+            raise TypeError(
+                "pass a batch as an array with one row per item (2-D or more), or a list of items"
+            )
+        return [_vector(row) for row in items]
+    if isinstance(items, str | bytes | Mapping):
+        raise TypeError("pass a list of items, not a single item")
+    return [encode_item(item) for item in items]
+
+
+def _new_items(
+    items: Items,
+    ids: Sequence[str] | None,
+    labels: Sequence[str | None] | None,
+    metadata: Sequence[Mapping[str, Any] | None] | None,
+) -> list[Any]:
+    encoded = encode_items(items)
+    for name, values in (("ids", ids), ("labels", labels), ("metadata", metadata)):
+        if values is not None and len(values) != len(encoded):
+            raise ValueError(f"{len(values)} {name} for {len(encoded)} items")
+    out = []
+    for i, item in enumerate(encoded):
+        entry = dict(item) if isinstance(item, dict) else {"vector": item}  # a bare vector from an array
+        if ids is not None:
+            entry["id"] = ids[i]
+        if labels is not None and labels[i] is not None:
+            entry["label"] = labels[i]
+        if metadata is not None and metadata[i] is not None:
+            entry["metadata"] = dict(metadata[i] or {})
+        out.append(entry)
+    return out
+
+
+def _dumps(body: Any) -> bytes:
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:
+        raise ValueError(f"the request cannot be sent as JSON (NaN or Infinity in an item?): {exc}") from None
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Leave optional fields out, so the server's defaults apply."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _path_id(value: str) -> str:
+    return quote(value, safe="")
+
+
+# -- routes, described once --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One request and how to read its answer; both clients send the same ``_Call`` objects."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    body: Any = None
+    params: Mapping[str, Any] | None = None
+
+
+def _none(response: httpx.Response) -> None:
+    return None
+
+
+def _json(response: httpx.Response) -> Any:
+    return response.json()
+
+
+class _Calls:
+    """Builders for every route of the current API (``/train``, ``/jobs``, ``/datasets``: add here)."""
+
+    @staticmethod
+    def embed(items: Items) -> _Call[Embeddings]:
+        return _Call("POST", "/embed", _embeddings, {"items": encode_items(items)})
+
+    @staticmethod
+    def add_items(
+        items: Items,
+        ids: Sequence[str] | None,
+        labels: Sequence[str | None] | None,
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+        upsert: bool,
+    ) -> _Call[list[str]]:
+        body = {"items": _new_items(items, ids, labels, metadata)}
+        params = {"upsert": "true"} if upsert else None
+        return _Call("POST", "/items", lambda r: list(r.json()["ids"]), body, params)
+
+    @staticmethod
+    def get_item(item_id: str, include_input: bool, include_embedding: bool) -> _Call[Item]:
+        params = {
+            name: "true"
+            for name, on in (("include_input", include_input), ("include_embedding", include_embedding))
+            if on
+        }
+        return _Call("GET", f"/items/{_path_id(item_id)}", lambda r: _item(r.json()), params=params)
+
+    @staticmethod
+    def delete_item(item_id: str) -> _Call[None]:
+        return _Call("DELETE", f"/items/{_path_id(item_id)}", _none)
+
+    @staticmethod
+    def list_items(label: str | None, limit: int, offset: int) -> _Call[ItemPage]:
+        params = _drop_none({"label": label, "limit": limit, "offset": offset})
+        return _Call("GET", "/items", _item_page, params=params)
+
+    @staticmethod
+    def search(item: ItemLike, k: int, label: str | None) -> _Call[SearchResponse]:
+        body = _drop_none({"item": encode_item(item), "k": k, "label": label})
+        return _Call("POST", "/search", _model(SearchResponse), body)
+
+    @staticmethod
+    def similarity(a: ItemLike, b: ItemLike) -> _Call[SimilarityResponse]:
+        body = {"a": encode_item(a), "b": encode_item(b)}
+        return _Call("POST", "/similarity", _model(SimilarityResponse), body)
+
+    @staticmethod
+    def verify(a: ItemLike, b: ItemLike, threshold: float | None) -> _Call[VerifyResponse]:
+        body = _drop_none({"a": encode_item(a), "b": encode_item(b), "threshold": threshold})
+        return _Call("POST", "/verify", _model(VerifyResponse), body)
+
+    @staticmethod
+    def classify(items: Items, k: int, weighting: str, threshold: float | None) -> _Call[ClassifyResponse]:
+        body = _drop_none(
+            {"items": encode_items(items), "k": k, "weighting": weighting, "threshold": threshold}
+        )
+        return _Call("POST", "/classify", _model(ClassifyResponse), body)
+
+    @staticmethod
+    def models() -> _Call[list[ModelOut]]:
+        return _Call("GET", "/models", lambda r: _MODELS.validate_json(r.content))
+
+    @staticmethod
+    def model(model_id: str) -> _Call[ModelOut]:
+        return _Call("GET", f"/models/{_path_id(model_id)}", _model(ModelOut))
+
+    @staticmethod
+    def activate_model(model_id: str) -> _Call[ActivationOut]:
+        return _Call("POST", f"/models/{_path_id(model_id)}/activate", _model(ActivationOut))
+
+    @staticmethod
+    def health() -> _Call[dict[str, Any]]:
+        return _Call("GET", "/health", _json)
+
+    @staticmethod
+    def ready() -> _Call[Ready]:
+        return _Call("GET", "/ready", _model(Ready))
+
+    @staticmethod
+    def info() -> _Call[Info]:
+        return _Call("GET", "/info", _model(Info))
+
+    @staticmethod
+    def metrics() -> _Call[str]:
+        return _Call("GET", "/metrics", lambda r: r.text)
+
+
+def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
+    out = {"accept": "application/json", **(headers or {})}
+    if api_key is not None:
+        out["authorization"] = f"Bearer {api_key}"
+    return out
+
+
+def _request_args(json_body: Any, params: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {"params": params, **kwargs}
+    if json_body is not None:
+        args["content"] = _dumps(json_body)
+        args["headers"] = {"content-type": "application/json", **(kwargs.get("headers") or {})}
+    return args
+
+
+Weighting = Literal["uniform", "distance"]
+
+
+# -- sync --------------------------------------------------------------------------------------------
+class Client:
+    """Synchronous client; use as a context manager (or call ``close``) to release the connection pool."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key, headers), transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request (``json`` serialised strictly, no NaN); raise ``ApiError`` unless 2xx."""
+        response = self._http.request(method, path, **_request_args(json, params, kwargs))
+        _raise_for_status(response)
+        return response
+
+    def _send(self, call: _Call[T]) -> T:
+        return call.parse(self._request(call.method, call.path, json=call.body, params=call.params))
+
+    def embed(self, items: Items) -> Embeddings:
+        """Embed items with the active model; nothing is stored."""
+        return self._send(_Calls.embed(items))
+
+    def add_items(
+        self,
+        items: Items,
+        *,
+        ids: Sequence[str] | None = None,
+        labels: Sequence[str | None] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        upsert: bool = False,
+    ) -> list[str]:
+        """Store and index items (all or nothing); returns their ids. Existing ids: 409 unless ``upsert``."""
+        return self._send(_Calls.add_items(items, ids, labels, metadata, upsert))
+
+    def get_item(self, item_id: str, *, include_input: bool = False, include_embedding: bool = False) -> Item:
+        """One stored item."""
+        return self._send(_Calls.get_item(item_id, include_input, include_embedding))
+
+    def delete_item(self, item_id: str) -> None:
+        """Delete an item and its vector."""
+        self._send(_Calls.delete_item(item_id))
+
+    def list_items(self, *, label: str | None = None, limit: int = 100, offset: int = 0) -> ItemPage:
+        """One page of stored items, oldest first."""
+        return self._send(_Calls.list_items(label, limit, offset))
+
+    def iter_items(self, *, label: str | None = None, page_size: int = 1000) -> Iterator[Item]:
+        """Every stored item (optionally with one label), page by page."""
+        offset = 0
+        while True:
+            page = self.list_items(label=label, limit=page_size, offset=offset)
+            yield from page.items
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    def search(self, item: ItemLike, *, k: int = 10, label: str | None = None) -> SearchResponse:
+        """The k nearest indexed items to an item (or to ``{"id": ...}``)."""
+        return self._send(_Calls.search(item, k, label))
+
+    def similarity(self, a: ItemLike, b: ItemLike) -> SimilarityResponse:
+        """Distance and similarity of two items."""
+        return self._send(_Calls.similarity(a, b))
+
+    def verify(self, a: ItemLike, b: ItemLike, *, threshold: float | None = None) -> VerifyResponse:
+        """Whether two items are the same (distance <= threshold; default the card's)."""
+        return self._send(_Calls.verify(a, b, threshold))
+
+    def classify(
+        self, items: Items, *, k: int = 5, weighting: Weighting = "uniform", threshold: float | None = None
+    ) -> ClassifyResponse:
+        """Label items by a vote of their k nearest labelled items."""
+        return self._send(_Calls.classify(items, k, weighting, threshold))
+
+    def models(self) -> list[ModelOut]:
+        """Registered models, newest first."""
+        return self._send(_Calls.models())
+
+    def model(self, model_id: str) -> ModelOut:
+        """One registered model, with its activation progress."""
+        return self._send(_Calls.model(model_id))
+
+    def activate_model(self, model_id: str) -> ActivationOut:
+        """Start activating a model (``status`` 'activating' while it re-embeds, 'active' when done)."""
+        return self._send(_Calls.activate_model(model_id))
+
+    def health(self) -> dict[str, Any]:
+        """Liveness (needs no API key)."""
+        return self._send(_Calls.health())
+
+    def ready(self) -> Ready:
+        """Readiness; ``UnavailableError`` (503) without a model."""
+        return self._send(_Calls.ready())
+
+    def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> Ready:
+        """Poll ``/ready`` until it answers 200 (connection errors and 503 are retried), or TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.ready()
+            except (httpx.TransportError, UnavailableError):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"service not ready after {timeout}s") from None
+            time.sleep(interval)
+
+    def info(self) -> Info:
+        """Versions, the active model's card, the index and the server's limits."""
+        return self._send(_Calls.info())
+
+    def metrics(self) -> str:
+        """Prometheus metrics, as text."""
+        return self._send(_Calls.metrics())
+
+
+# -- async -------------------------------------------------------------------------------------------
+class AsyncClient:
+    """Asynchronous twin of ``Client``: the same methods, awaited; ``async with`` closes the pool."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers=_headers(api_key, headers), transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request (``json`` serialised strictly, no NaN); raise ``ApiError`` unless 2xx."""
+        response = await self._http.request(method, path, **_request_args(json, params, kwargs))
+        _raise_for_status(response)
+        return response
+
+    async def _send(self, call: _Call[T]) -> T:
+        return call.parse(await self._request(call.method, call.path, json=call.body, params=call.params))
+
+    async def embed(self, items: Items) -> Embeddings:
+        """Embed items with the active model; nothing is stored."""
+        return await self._send(_Calls.embed(items))
+
+    async def add_items(
+        self,
+        items: Items,
+        *,
+        ids: Sequence[str] | None = None,
+        labels: Sequence[str | None] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        upsert: bool = False,
+    ) -> list[str]:
+        """Store and index items (all or nothing); returns their ids. Existing ids: 409 unless ``upsert``."""
+        return await self._send(_Calls.add_items(items, ids, labels, metadata, upsert))
+
+    async def get_item(
+        self, item_id: str, *, include_input: bool = False, include_embedding: bool = False
+    ) -> Item:
+        """One stored item."""
+        return await self._send(_Calls.get_item(item_id, include_input, include_embedding))
+
+    async def delete_item(self, item_id: str) -> None:
+        """Delete an item and its vector."""
+        await self._send(_Calls.delete_item(item_id))
+
+    async def list_items(self, *, label: str | None = None, limit: int = 100, offset: int = 0) -> ItemPage:
+        """One page of stored items, oldest first."""
+        return await self._send(_Calls.list_items(label, limit, offset))
+
+    async def search(self, item: ItemLike, *, k: int = 10, label: str | None = None) -> SearchResponse:
+        """The k nearest indexed items to an item (or to ``{"id": ...}``)."""
+        return await self._send(_Calls.search(item, k, label))
+
+    async def similarity(self, a: ItemLike, b: ItemLike) -> SimilarityResponse:
+        """Distance and similarity of two items."""
+        return await self._send(_Calls.similarity(a, b))
+
+    async def verify(self, a: ItemLike, b: ItemLike, *, threshold: float | None = None) -> VerifyResponse:
+        """Whether two items are the same (distance <= threshold; default the card's)."""
+        return await self._send(_Calls.verify(a, b, threshold))
+
+    async def classify(
+        self, items: Items, *, k: int = 5, weighting: Weighting = "uniform", threshold: float | None = None
+    ) -> ClassifyResponse:
+        """Label items by a vote of their k nearest labelled items."""
+        return await self._send(_Calls.classify(items, k, weighting, threshold))
+
+    async def models(self) -> list[ModelOut]:
+        """Registered models, newest first."""
+        return await self._send(_Calls.models())
+
+    async def model(self, model_id: str) -> ModelOut:
+        """One registered model, with its activation progress."""
+        return await self._send(_Calls.model(model_id))
+
+    async def activate_model(self, model_id: str) -> ActivationOut:
+        """Start activating a model (``status`` 'activating' while it re-embeds, 'active' when done)."""
+        return await self._send(_Calls.activate_model(model_id))
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness (needs no API key)."""
+        return await self._send(_Calls.health())
+
+    async def ready(self) -> Ready:
+        """Readiness; ``UnavailableError`` (503) without a model."""
+        return await self._send(_Calls.ready())
+
+    async def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> Ready:
+        """Poll ``/ready`` until it answers 200 (connection errors and 503 are retried), or TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.ready()
+            except (httpx.TransportError, UnavailableError):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"service not ready after {timeout}s") from None
+            await asyncio.sleep(interval)
+
+    async def info(self) -> Info:
+        """Versions, the active model's card, the index and the server's limits."""
+        return await self._send(_Calls.info())
+
+    async def metrics(self) -> str:
+        """Prometheus metrics, as text."""
+        return await self._send(_Calls.metrics())

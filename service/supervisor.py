@@ -1,0 +1,154 @@
+"""Training-job housekeeping inside the service process.
+
+- ``WorkerSupervisor`` runs ``python -m trainer worker`` as a child process (unless
+  ``--no-worker``) and restarts it when it dies, first handing the dead worker's running job
+  back to the queue so the new worker resumes it from its checkpoint.
+- ``maintain_jobs`` runs every second: it re-queues (or fails) jobs whose heartbeat went stale,
+  which covers workers in other processes or containers, and activates the models of finished
+  jobs that asked for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from service import jobs
+from service.config import Settings
+from service.errors import ServiceError
+from service.registry import register_model_dir, start_activation
+from service.state import ServiceState
+from service.store import JobRow
+
+logger = logging.getLogger(__name__)
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class WorkerSupervisor:
+    """Keeps one worker subprocess alive for as long as the service runs."""
+
+    def __init__(self, settings: Settings, state: ServiceState) -> None:
+        self.settings, self.state = settings, state
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return [
+            sys.executable, "-m", "trainer", "worker",
+            "--data-dir", str(Path(s.data_dir).resolve()),
+            "--database-url", s.db_url,
+            "--device", s.worker_device,
+            "--heartbeat-interval", str(s.worker_heartbeat_interval),
+            "--stale-after", str(s.job_stale_after),
+            "--max-attempts", str(s.job_max_attempts),
+        ]  # fmt: skip
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(self.command())  # inherits stdout/stderr: its logs join ours
+        logger.info("started training worker (pid %d)", self.proc.pid)
+
+    @property
+    def worker_id(self) -> str | None:
+        return f"{socket.gethostname()}:{self.proc.pid}" if self.proc else None
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            assert self.proc is not None
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            reason = f"worker {self.worker_id} exited with status {code}"
+            logger.warning("%s; restarting it", reason)
+            jobs.release_worker(
+                self.state.sessions, self.worker_id or "", reason, self.settings.job_max_attempts
+            )
+            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            self.restarts += 1
+            if self._stopping.wait(delay):
+                return
+            self._spawn()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM: the worker hands its running job back to the queue and exits."""
+        self._stopping.set()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker did not stop in %.0f s; killing it", timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def maintain_jobs(state: ServiceState) -> None:
+    """One housekeeping pass (blocking; the app runs it in a thread every second)."""
+    s = state.settings
+    jobs.reap_stale(state.sessions, s.job_stale_after, s.job_max_attempts)
+    _follow_activations(state)
+
+
+def _set_activation(state: ServiceState, job_id: str, value: str) -> None:
+    with state.session() as session:
+        job = session.scalars(select(JobRow).where(JobRow.id == job_id)).one()
+        job.activation = value[:1000]
+        session.commit()
+
+
+def _follow_activations(state: ServiceState) -> None:
+    with state.session() as session:
+        waiting = session.execute(
+            select(JobRow.id, JobRow.model_id, JobRow.activation)
+            .where(JobRow.status == jobs.SUCCEEDED, JobRow.activation.in_(["pending", "activating"]))
+            .order_by(JobRow.seq)
+        ).all()
+    for job_id, model_id, activation in waiting:
+        if activation == "activating":
+            progress = (
+                state.activation if state.activation and state.activation["model_id"] == model_id else None
+            )
+            if progress is None or progress["status"] == "done":
+                _set_activation(state, job_id, "active")
+            elif progress["status"] == "failed":
+                _set_activation(state, job_id, f"failed: {progress['error']}")
+            continue
+        if state.activation_mutex.locked():
+            return  # another activation runs; try again next pass
+        try:
+            register_model_dir(state, state.settings.models_dir / model_id)  # checks the worker's files
+            status = start_activation(state, model_id)
+        except ServiceError as exc:
+            _set_activation(state, job_id, f"failed: {exc.detail}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - an unusable model must not stop housekeeping
+            _set_activation(state, job_id, f"failed: {exc}")
+            continue
+        _set_activation(state, job_id, "active" if status == "active" else "activating")
+        logger.info("job %s: activating model %s", job_id, model_id)
+
+
+def run_maintenance_loop(state: ServiceState, stop: threading.Event, interval: float = 1.0) -> None:
+    """Thread body: ``maintain_jobs`` every ``interval`` seconds until ``stop`` is set."""
+    while not stop.wait(interval):
+        started = time.monotonic()
+        try:
+            maintain_jobs(state)
+        except Exception:  # noqa: BLE001 - keep going; the database is the source of truth
+            logger.exception("job housekeeping failed")
+        if time.monotonic() - started > 5:
+            logger.warning("job housekeeping took %.1f s", time.monotonic() - started)

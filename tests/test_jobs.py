@@ -1,0 +1,287 @@
+"""The job queue on a real SQLite file, and the training routes through TestClient.
+
+End-to-end runs with a real worker process are in ``test_jobs_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import make_settings, model_dir
+from sqlalchemy import select, update
+
+from service import jobs
+from service.app import create_app
+from service.store import JobRow, open_db
+
+
+@pytest.fixture()
+def sessions(tmp_path):
+    engine, factory = open_db(f"sqlite:///{tmp_path / 'q.db'}")
+    yield factory
+    engine.dispose()
+
+
+def add_jobs(sessions, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        with sessions() as session:
+            ids.append(
+                jobs.enqueue(
+                    session,
+                    job_id=f"job-{i}",
+                    config={},
+                    dataset_spec="digits",
+                    model_id=f"m{i}",
+                    activate=False,
+                ).id
+            )
+    return ids
+
+
+def test_claim_takes_the_oldest_job_first(sessions):
+    add_jobs(sessions, 3)
+    assert jobs.claim_next(sessions, "w1").id == "job-0"
+    assert jobs.claim_next(sessions, "w1").id == "job-1"
+    with sessions() as session:
+        job = session.scalars(select(JobRow).where(JobRow.id == "job-0")).one()
+        assert (job.status, job.worker_id, job.attempts) == ("running", "w1", 1)
+        assert job.started_at is not None and job.heartbeat_at is not None
+
+
+def test_concurrent_workers_never_take_the_same_job(sessions):
+    ids = add_jobs(sessions, 40)
+    claimed: dict[str, list[str]] = {f"w{i}": [] for i in range(6)}
+    barrier = threading.Barrier(len(claimed))
+
+    def work(worker: str) -> None:
+        barrier.wait()
+        while (job := jobs.claim_next(sessions, worker)) is not None:
+            claimed[worker].append(job.id)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    taken = [job_id for got in claimed.values() for job_id in got]
+    assert sorted(taken) == sorted(ids), "every job claimed exactly once"
+    with sessions() as session:
+        owners = dict(session.execute(select(JobRow.id, JobRow.worker_id)).all())
+    for worker, got in claimed.items():
+        assert all(owners[j] == worker for j in got)
+
+
+def _age_heartbeat(sessions, job_id: str, seconds: float) -> None:
+    with sessions() as session:
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(heartbeat_at=jobs.now() - timedelta(seconds=seconds))
+        )
+        session.commit()
+
+
+def test_stale_jobs_are_requeued_then_failed_after_max_attempts(sessions):
+    add_jobs(sessions, 1)
+    for attempt in (1, 2):
+        assert jobs.claim_next(sessions, f"w{attempt}").attempts == attempt
+        assert jobs.reap_stale(sessions, stale_after_s=60, max_attempts=2) == [], (
+            "fresh heartbeat: left alone"
+        )
+        _age_heartbeat(sessions, "job-0", 120)
+        assert jobs.reap_stale(sessions, stale_after_s=60, max_attempts=2) == ["job-0"]
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+    assert job.status == "failed" and job.finished_at is not None
+    assert "stopped heartbeating" in job.error and "gave up after 2 attempt(s)" in job.error
+    assert "re-queued to resume" in job.log
+
+
+def test_heartbeat_reports_loss_and_cancellation(sessions):
+    add_jobs(sessions, 1)
+    jobs.claim_next(sessions, "w1")
+    assert jobs.heartbeat(sessions, "job-0", "w1") == (True, False)
+    with sessions() as session:
+        jobs.request_cancel(session, "job-0")
+    assert jobs.heartbeat(sessions, "job-0", "w1") == (True, True)
+    assert jobs.heartbeat(sessions, "job-0", "someone-else") == (False, True)
+
+
+def test_cancel_queued_running_and_finished(sessions):
+    add_jobs(sessions, 2)
+    with sessions() as session:
+        assert jobs.request_cancel(session, "job-0").status == "cancelled"
+    running = jobs.claim_next(sessions, "w1")
+    assert running.id == "job-1", "a cancelled job is never claimed"
+    with sessions() as session:
+        job = jobs.request_cancel(session, "job-1")
+        assert job.status == "running" and job.cancel_requested
+    assert jobs.finish(sessions, "job-1", "w1", jobs.CANCELLED, error="cancelled")
+    with sessions() as session, pytest.raises(jobs.JobStateError, match="already cancelled"):
+        jobs.request_cancel(session, "job-1")
+
+
+def test_finish_refuses_a_job_taken_away_and_marks_activation(sessions):
+    with sessions() as session:
+        jobs.enqueue(session, job_id="j", config={}, dataset_spec="digits", model_id="m", activate=True)
+    jobs.claim_next(sessions, "w1")
+    assert jobs.release_worker(sessions, "w1", "worker died", max_attempts=3) == ["j"]
+    assert not jobs.finish(sessions, "j", "w1", jobs.SUCCEEDED), "the job went back to the queue"
+    jobs.claim_next(sessions, "w2")
+    assert jobs.finish(sessions, "j", "w2", jobs.SUCCEEDED, result={"knn_5_accuracy": 0.9})
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+    assert (job.status, job.activation, job.attempts) == ("succeeded", "pending", 2)
+
+
+# -- the routes ------------------------------------------------------------------------------------
+@pytest.fixture()
+def client(tmp_path):
+    settings = make_settings(tmp_path, model_dir("toy-vec", dim=8), max_upload_bytes=64 * 1024)
+    (settings.data_dir / "datasets").mkdir(parents=True)
+    np.savez(settings.data_dir / "datasets" / "pets.npz", x=np.random.rand(20, 8), y=np.repeat([0, 1], 10))
+    (settings.data_dir / "secret.npz").write_bytes(b"not for training")
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def job_count(client) -> int:
+    return client.get("/jobs").json()["total"]
+
+
+@pytest.mark.parametrize(
+    "body,status,words",
+    [
+        ({"dataset": "../secret.npz"}, 400, "escapes the datasets folder"),
+        ({"dataset": "/etc/passwd"}, 400, "escapes the datasets folder"),
+        ({"dataset": "idx:../a,b"}, 400, "escapes the datasets folder"),
+        ({"dataset": "missing.npz"}, 422, "is not a built-in data set"),
+        ({"dataset": {"source": "items"}}, 422, "no labelled items"),
+        ({"dataset": {"source": "elsewhere"}}, 422, "items"),
+        ({"dataset": "digits", "loss": "magic"}, 422, "loss"),
+        ({"dataset": "digits", "epochs": 0}, 422, "epochs"),
+        ({"dataset": "digits", "batch_size": 4, "samples_per_class": 8}, 422, "samples_per_class"),
+        ({"dataset": "digits", "name": "toy-vec"}, 409, "already exists"),
+        ({"dataset": "digits", "name": "../x"}, 422, "name"),
+        ({"dataset": "digits", "bogus": 1}, 422, "bogus"),
+    ],
+)
+def test_bad_train_requests_are_refused_and_queue_nothing(client, body, status, words):
+    response = client.post("/train", json=body)
+    assert response.status_code == status, response.text
+    assert words in str(response.json()["detail"])
+    assert job_count(client) == 0
+
+
+def test_train_queues_a_job_with_location(client):
+    response = client.post(
+        "/train", json={"dataset": "pets.npz", "epochs": 2, "activate": True, "name": "pets"}
+    )
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['id']}"
+    shown = client.get(f"/jobs/{job['id']}").json()
+    assert shown["status"] == "queued" and shown["dataset"] == "datasets/pets.npz" and shown["activate"]
+    assert shown["config"]["epochs"] == 2 and "activate" not in shown["config"]
+    assert client.post("/train", json={"dataset": "digits", "name": "pets"}).status_code == 409, (
+        "pending name"
+    )
+    assert client.get("/jobs", params={"status": "queued"}).json()["total"] == 1
+    assert client.get("/jobs", params={"status": "running"}).json()["total"] == 0
+    assert client.get("/jobs", params={"status": "exploded"}).status_code == 422
+    cancelled = client.post(f"/jobs/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    assert client.post(f"/jobs/{job['id']}/cancel").status_code == 409
+    assert client.get("/jobs/job-nope").status_code == 404
+
+
+def test_train_from_items_checks_the_stored_labels(client):
+    items = [{"vector": list(np.random.rand(8)), "label": lab} for lab in ["a", "a", "b"]]
+    client.post("/items", json={"items": items})
+    response = client.post("/train", json={"dataset": {"source": "items"}, "loss": "supcon"})
+    assert response.status_code == 422 and "single labelled item" in response.json()["detail"]
+    client.post("/items", json={"items": [{"vector": list(np.random.rand(8)), "label": "b"}]})
+    response = client.post("/train", json={"dataset": {"source": "items"}, "loss": "supcon"})
+    assert response.status_code == 202
+    assert client.get(f"/jobs/{response.json()['id']}").json()["dataset"] == "items"
+
+
+def npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_dataset_upload_validates_and_is_trainable(client):
+    data = npz_bytes(x=np.random.rand(30, 4).astype(np.float32), y=np.array(["x", "y", "z"] * 10))
+    response = client.post("/datasets", files={"file": ("mine.npz", data)})
+    assert response.status_code == 201, response.text
+    uploaded = response.json()
+    assert uploaded["n"] == 30 and uploaded["classes"] == ["x", "y", "z"] and uploaded["shape"] == [4]
+    assert client.get(f"/datasets/{uploaded['id']}").json() == uploaded
+    assert [d["id"] for d in client.get("/datasets").json()] == [uploaded["id"]]
+    queued = client.post("/train", json={"dataset": uploaded["id"]})
+    assert queued.status_code == 202
+    assert client.get(f"/jobs/{queued.json()['id']}").json()["dataset"] == f"datasets/{uploaded['filename']}"
+
+    csv = b"f1,f2,kind\n1,2,a\n2,3,a\n5,5,b\n6,5,b\n"
+    response = client.post("/datasets", files={"file": ("t.csv", csv)}, data={"label_column": "kind"})
+    assert response.status_code == 201 and response.json()["classes"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "name,content,words",
+    [
+        ("bad.npz", b"garbage", "mine"),
+        ("one.npz", npz_bytes(x=np.random.rand(4, 2), y=np.zeros(4)), "class"),
+        ("nan.npz", npz_bytes(x=np.full((4, 2), np.nan), y=np.array([0, 0, 1, 1])), "NaN"),
+        ("t.csv", b"a,b\n1,2\n", "label"),
+        ("x.exe", b"MZ", "not a .npz or .csv"),
+    ],
+)
+def test_bad_uploads_are_refused_and_leave_nothing(client, name, content, words):
+    response = client.post("/datasets", files={"file": (name, content)})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert words in detail or words == "mine", detail
+    assert client.get("/datasets").json() == []
+    folder = client.app.state.service.settings.datasets_dir
+    assert sorted(p.name for p in folder.iterdir()) == ["pets.npz"], "no temporary or partial file survives"
+
+
+def test_upload_over_the_limit_is_413(client):
+    response = client.post("/datasets", files={"file": ("big.npz", b"0" * 100_000)})
+    assert response.status_code == 413 and "--max-upload-bytes" in response.json()["detail"]
+
+
+def test_report_routes_serve_only_report_files(client, tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.data import dataset_from_arrays
+    from trainer.train import train
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    ds = dataset_from_arrays((rng.normal(size=(40, 8)) + y[:, None] * 3).astype(np.float32), y, name="two")
+    config = TrainConfig(
+        epochs=1, batch_size=16, samples_per_class=4, hidden=[8], embedding_dim=4, name="rep"
+    )
+    state = client.app.state.service
+    train(config, out_dir=state.settings.models_dir, dataset=ds)
+    from service.registry import register_model_dir
+
+    register_model_dir(state, state.settings.models_dir / "rep")
+    report = client.get("/models/rep/report").json()
+    assert report["markdown"].startswith("# Model `rep`")
+    assert "pca.png" in report["files"] and "encoder.pt" not in report["files"]
+    png = client.get(report["files"]["pca.png"])
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    assert client.get("/models/rep/files/encoder.pt").status_code == 404
+    assert client.get("/models/rep/files/..%2Fservice.db").status_code == 404
+    assert client.get("/models/toy-vec/report").status_code == 404
+    assert client.get("/models/nope/report").status_code == 404

@@ -1,0 +1,298 @@
+"""``python -m trainer worker``: claims queued training jobs from the database and runs them.
+
+The worker shares the data directory with the service: models are written to
+``<data-dir>/models/<model_id>/`` and registered in the ``models`` table, where the service finds
+them (and activates them when the job asked for it). A heartbeat thread keeps the job's
+``heartbeat_at`` fresh and picks up cancellation requests; the progress callback turns those
+into ``Cancelled`` at the next training step.
+
+A job that comes back after its worker died (re-queued by the service's stale-job reaper)
+resumes from the checkpoint in ``<data-dir>/models/.runs/<model_id>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import jobs
+from service.store import ItemRow, JobRow, ModelRow, open_db
+from trainer.card import CARD_FILE, read_card
+from trainer.config import TrainConfig
+from trainer.data import DataError, Dataset, dataset_from_arrays, dataset_from_images, load_dataset
+from trainer.train import CHECKPOINT_FILE, Cancelled, Progress, TrainError, train
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSettings(BaseSettings):
+    """Worker settings; each is a flag of ``python -m trainer worker`` and an ``EMBED_`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBED_", env_ignore_empty=True, extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="data directory shared with the service")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/service.db"
+    )
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="device for jobs whose config says 'auto'"
+    )
+    worker_poll_interval: float = Field(1.0, gt=0, description="seconds between queue polls when idle")
+    worker_heartbeat_interval: float = Field(2.0, gt=0, description="seconds between job heartbeats")
+    job_stale_after: float = Field(
+        60.0, gt=0, description="a running job without heartbeat this long is stale"
+    )
+    job_max_attempts: int = Field(3, ge=1, description="runs of one job before it is failed for good")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error
+    """The worker is shutting down (SIGTERM) or lost the job; the job goes back to the queue."""
+
+
+def items_dataset(sessions: sessionmaker[Session]) -> Dataset:
+    """The service's labelled items as a data set (vectors, or images decoded from their files)."""
+    with sessions() as session:
+        rows = session.execute(
+            select(ItemRow.label, ItemRow.input_kind, ItemRow.input_data)
+            .where(ItemRow.label.is_not(None))
+            .order_by(ItemRow.key)
+        ).all()
+    if not rows:
+        raise DataError("the service holds no labelled items to train on")
+    kinds = {kind for _, kind, _ in rows}
+    if len(kinds) > 1:
+        raise DataError("the labelled items mix vectors and images; train on one kind at a time")
+    labels = [label for label, _, _ in rows]
+    if kinds == {"vector"}:
+        vectors = [np.frombuffer(data, dtype=np.float32) for _, _, data in rows]
+        if len({len(v) for v in vectors}) > 1:
+            raise DataError("the labelled items have vectors of different lengths")
+        return dataset_from_arrays(np.stack(vectors), np.array(labels), name="items")
+    from PIL import Image
+
+    images = []
+    for _, _, data in rows:
+        with Image.open(BytesIO(data)) as img:
+            img.load()
+            images.append(img.copy())
+    return dataset_from_images(images, labels, name="items")
+
+
+class LogTail(logging.Handler):
+    """Keeps the last lines logged while a job runs, for the job's ``log`` field."""
+
+    def __init__(self, previous: str = "", lines: int = 200) -> None:
+        super().__init__(logging.INFO)
+        # A resumed job keeps the log of its earlier attempts (and the service's note on why it resumed).
+        self.lines: deque[str] = deque(previous.splitlines(), maxlen=lines)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine, self.sessions = open_db(settings.db_url)
+        self.stopping = threading.Event()
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, once: bool = False) -> int:
+        """Claim and run jobs until stopped (or, with ``once``, until the queue is empty)."""
+        log.info("worker %s polling %s", self.worker_id, self.settings.db_url)
+        done = 0
+        while not self.stopping.is_set():
+            jobs.reap_stale(self.sessions, self.settings.job_stale_after, self.settings.job_max_attempts)
+            job = jobs.claim_next(self.sessions, self.worker_id)
+            if job is None:
+                if once:
+                    break
+                self.stopping.wait(self.settings.worker_poll_interval)
+                continue
+            self.run_job(job)
+            done += 1
+        self.engine.dispose()
+        return done
+
+    def run_job(self, job: JobRow) -> None:
+        """Run one claimed job to a terminal state (or back to the queue when the worker stops)."""
+        tail = LogTail(job.log or "")
+        root = logging.getLogger()
+        root.addHandler(tail)
+        beat = _Heartbeat(self, job.id)
+        beat.start()
+        try:
+            log.info(
+                "job %s: attempt %d, model %s, data %s", job.id, job.attempts, job.model_id, job.dataset_spec
+            )
+            result = self._train(job, beat, tail)
+            jobs.finish(self.sessions, job.id, self.worker_id, jobs.SUCCEEDED, result=result, log=tail.text())
+            self._cleanup_run_dir(job.model_id)
+            log.info("job %s succeeded: model %s", job.id, job.model_id)
+        except Cancelled:
+            log.info("job %s cancelled", job.id)
+            jobs.finish(
+                self.sessions, job.id, self.worker_id, jobs.CANCELLED, error="cancelled", log=tail.text()
+            )
+            self._cleanup_run_dir(job.model_id)
+        except Stopped as exc:
+            log.info("job %s: %s", job.id, exc)
+            jobs.release_worker(self.sessions, self.worker_id, str(exc), self.settings.job_max_attempts)
+        except (DataError, TrainError, ValueError, FileExistsError) as exc:
+            log.error("job %s failed: %s", job.id, exc)
+            jobs.finish(self.sessions, job.id, self.worker_id, jobs.FAILED, error=str(exc), log=tail.text())
+            self._cleanup_run_dir(job.model_id)
+        except Exception as exc:  # noqa: BLE001 - a job must end failed, never stay "running"
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            jobs.finish(self.sessions, job.id, self.worker_id, jobs.FAILED, error=error, log=tail.text())
+        finally:
+            beat.stop()
+            root.removeHandler(tail)
+
+    # -- one job ---------------------------------------------------------------------------------
+    def _train(self, job: JobRow, beat: _Heartbeat, tail: LogTail) -> dict[str, float]:
+        config = TrainConfig.model_validate({**job.config, "name": job.model_id})
+        if config.device == "auto":
+            config = config.model_copy(update={"device": self.settings.worker_device})
+        model_dir = self.settings.models_dir / job.model_id
+        if not (model_dir / CARD_FILE).exists():  # else: an earlier attempt exported it and then died
+            if job.dataset_spec == jobs.ITEMS_SPEC:
+                dataset = items_dataset(self.sessions)
+            else:
+                dataset = load_dataset(
+                    job.dataset_spec, root=self.settings.data_dir, label_column=config.label_column
+                )
+            resume = (self._run_dir(job.model_id) / CHECKPOINT_FILE).exists()
+            if resume:
+                log.info("job %s: resuming from %s", job.id, self._run_dir(job.model_id))
+            train(
+                config,
+                out_dir=self.settings.models_dir,
+                dataset=dataset,
+                progress=self._progress(job, beat, tail),
+                resume=resume,
+            )
+        card = read_card(model_dir)
+        self._register(card.model_id, model_dir, card.model_dump(mode="json"))
+        return card.metrics
+
+    def _progress(self, job: JobRow, beat: _Heartbeat, tail: LogTail):  # type: ignore[no-untyped-def]
+        last_write = 0.0
+
+        def report(p: Progress) -> None:
+            nonlocal last_write
+            if beat.cancel_requested:
+                raise Cancelled
+            if self.stopping.is_set():
+                raise Stopped("the worker was stopped; the job goes back to the queue")
+            if beat.lost:
+                raise Stopped("the job was taken from this worker (its heartbeat went stale)")
+            progress = {
+                "phase": p.phase,
+                "epoch": p.epoch,
+                "epochs": p.epochs,
+                "step": p.step,
+                "steps": p.steps,
+            }
+            if p.loss is not None:
+                progress["loss"] = p.loss
+            if p.phase == "epoch":
+                log.info(
+                    "epoch %d/%d loss %.4f val kNN-5 %.4f",
+                    p.epoch,
+                    p.epochs,
+                    p.loss or 0.0,
+                    p.metrics.get("val_knn_5_accuracy", float("nan")),
+                )
+                record = {k: v for k, v in p.metrics.items() if isinstance(v, int | float)}
+                jobs.record_progress(
+                    self.sessions, job.id, self.worker_id, progress, epoch_record=record, log=tail.text()
+                )
+                last_write = time.monotonic()
+            elif time.monotonic() - last_write >= 1.0:  # step updates: at most one write a second
+                jobs.record_progress(self.sessions, job.id, self.worker_id, progress)
+                last_write = time.monotonic()
+
+        return report
+
+    def _register(self, model_id: str, model_dir: Path, card: dict[str, Any]) -> None:
+        with self.sessions() as session:
+            row = session.get(ModelRow, model_id)
+            if row is None:
+                session.add(ModelRow(id=model_id, path=str(model_dir.resolve()), card=card))
+                session.commit()
+
+    def _run_dir(self, model_id: str) -> Path:
+        return self.settings.models_dir / ".runs" / model_id
+
+    def _cleanup_run_dir(self, model_id: str) -> None:
+        shutil.rmtree(self._run_dir(model_id), ignore_errors=True)
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the job's heartbeat and notices cancellation or loss of the job."""
+
+    def __init__(self, worker: Worker, job_id: str) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.worker, self.job_id = worker, job_id
+        self.cancel_requested = False
+        self.lost = False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.worker.settings.worker_heartbeat_interval):
+            try:
+                owned, cancel = jobs.heartbeat(self.worker.sessions, self.job_id, self.worker.worker_id)
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the job; retry next beat
+                log.exception("heartbeat failed")
+                continue
+            self.cancel_requested |= cancel
+            self.lost |= not owned
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)
+
+
+def run_worker(settings: WorkerSettings, once: bool = False) -> int:
+    """Entry point: run until SIGTERM/SIGINT; the running job (if any) returns to the queue."""
+    worker = Worker(settings)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("worker %s: signal %d, stopping", worker.worker_id, signum)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return worker.run(once=once)
