@@ -242,7 +242,7 @@ class ClassifyRequest(BaseModel):
     k: int = Field(5, ge=1)
     weighting: Literal["uniform", "distance"] = "uniform"
     threshold: float | None = Field(
-        None, description="neighbours farther than this don't vote; default the card's threshold"
+        None, description="unknown when no neighbour is this near; default the card's threshold"
     )
 
 
