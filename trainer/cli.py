@@ -137,6 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     except (DataError, TrainError) as exc:
         raise UsageError(str(exc)) from exc
+    if result is None:  # a non-zero rank of a torchrun job: rank 0 reports
+        return 0
     print(f"{'metric':<28} value")
     for key, value in result.card.metrics.items():
         print(f"{key:<28} {value:.4f}")

@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from trainer import __version__
-from trainer.card import ModelCard, Threshold
+from trainer.card import ModelCard, Threshold, read_card
 from trainer.config import TrainConfig, new_model_id
 from trainer.data import (
     Dataset,
@@ -37,6 +39,7 @@ from trainer.data import (
     split_dataset,
     two_views,
 )
+from trainer.distributed import World, barrier, broadcast_object, gather_with_grad, init_from_env
 from trainer.export import write_model_dir
 from trainer.losses import build_loss
 from trainer.metrics import (
@@ -87,12 +90,12 @@ class TrainResult:
     seconds: float
 
 
-def resolve_device(requested: str) -> torch.device:
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is a clear error, not a fallback."""
     if requested == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", local_rank)
     if requested == "cuda":
         raise TrainError(
             "device 'cuda' was requested but CUDA is not available (torch.cuda.is_available() is False)"
@@ -188,6 +191,51 @@ def _final_metrics(
     return metrics, threshold, plots
 
 
+def shard_batches(batches: list[list[int]], world: World) -> list[list[int]]:
+    """This rank's share of an epoch's batches (ntxent's plain batches; PKSampler shards itself).
+
+    Every rank gets the same number of equal-sized batches, as ``all_gather`` needs.
+    """
+    if not world.distributed:
+        return batches
+    full = [b for b in batches if len(b) == len(batches[0])]
+    usable = len(full) - len(full) % world.size
+    return full[world.rank : usable : world.size]
+
+
+def training_step(
+    model: nn.Module,
+    criterion: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    views: int,
+    world: World,
+    use_amp: bool,
+) -> torch.Tensor:
+    """Forward, loss over the global batch, and backward; returns the (unscaled) loss.
+
+    ``inputs`` is ``(B, ...)``, or ``(B, views, ...)`` for ntxent. Batch-wide losses gather all
+    ranks' embeddings and scale by the world size (see ``trainer.distributed``), so the gradients
+    DDP averages equal those of one process on the concatenated batch.
+    """
+    with torch.autocast(device_type=inputs.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        out = model(inputs.flatten(0, 1) if views > 1 else inputs).float()
+    if views > 1:
+        out = out.view(len(inputs), views, -1)
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        loss = criterion(out, labels)  # a per-sample mean: DDP's average over equal shards is exact
+        loss.backward()
+        if world.distributed:  # report the global-batch mean, as the other losses do
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+            loss /= world.size
+        return loss
+    loss = criterion(gather_with_grad(out, world), gather_with_grad(labels, world))
+    (loss * world.size).backward()
+    return loss
+
+
 def train(
     config: TrainConfig,
     *,
@@ -197,13 +245,41 @@ def train(
     progress: ProgressCallback | None = None,
     resume: bool = False,
     log_every: int = 10,
-) -> TrainResult:
-    """Train, evaluate, calibrate and export one model; return where it was written."""
+) -> TrainResult | None:
+    """Train, evaluate, calibrate and export one model; return where it was written.
+
+    Under ``torchrun`` every rank trains its shard and only rank 0 evaluates, checkpoints,
+    reports progress and exports; the other ranks return None.
+    """
     started = time.perf_counter()
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
+    world, owns_group = init_from_env(config.device)
+    try:
+        result = _train(
+            config, Path(out_dir), dataset, data_root, progress, resume, log_every, world, started
+        )
+        barrier(world)  # the other ranks wait for rank 0's export: gloo aborts if a peer leaves early
+        return result
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig,
+    out_dir: Path,
+    dataset: Dataset | None,
+    data_root: Path | None,
+    progress: ProgressCallback | None,
+    resume: bool,
+    log_every: int,
+    world: World,
+    started: float,
+) -> TrainResult | None:
+    seed_everything(config.seed)  # the same seed on every rank: identical initial weights
+    device = resolve_device(config.device, world.local_rank)
     if device.type == "cuda" and config.encoder == "cnn":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    report = progress if world.is_main else None
 
     # --- data ---------------------------------------------------------------------------------
     ds = (
@@ -230,16 +306,26 @@ def train(
         x_train = x_train.pin_memory()  # lets batch copies overlap with compute (non_blocking)
 
     # --- model, loss, optimiser -------------------------------------------------------------
-    model: TrainingModel = build_model(
-        encoder=config.encoder,
-        input_shape=train_set.x.shape[1:],
-        standardize=Standardize.fit(x_train),
-        embedding_dim=config.embedding_dim,
-        hidden=config.hidden,
-        channels=config.channels,
-        projection_dim=config.projection_dim,
-        n_classes=ds.n_classes if config.loss == "ce" else None,
-    ).to(device)
+    standardize = Standardize.fit(x_train)
+
+    def make_model() -> TrainingModel:
+        return build_model(
+            encoder=config.encoder,
+            input_shape=train_set.x.shape[1:],
+            standardize=copy.deepcopy(standardize),
+            embedding_dim=config.embedding_dim,
+            hidden=config.hidden,
+            channels=config.channels,
+            projection_dim=config.projection_dim,
+            n_classes=ds.n_classes if config.loss == "ce" else None,
+        )
+
+    model = make_model().to(device)
+    trained: nn.Module = model
+    if world.distributed:
+        if device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm is CUDA-only)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     criterion = _criterion(config).to(device)
     if config.optimizer == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -249,19 +335,21 @@ def train(
         optimizer = torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
         )
-    sampler = PKSampler(train_set.y, config.batch_size, config.samples_per_class, seed=config.seed)
+    sampler = PKSampler(
+        train_set.y, config.batch_size, config.samples_per_class, seed=config.seed, rank=world.rank,
+        world_size=world.size,
+    )  # fmt: skip
     steps_per_epoch = (
         len(sampler)
         if config.loss != "ntxent"
-        else len(random_batches(len(y_train), config.batch_size, 0, 0))
+        else len(shard_batches(random_batches(len(y_train), config.batch_size, 0, 0), world))
     )
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     use_amp = config.amp and device.type == "cuda"
 
     # --- run directory, resume ----------------------------------------------------------------
-    out_dir = Path(out_dir)
-    model_id = config.name or new_model_id(config)
+    model_id = broadcast_object(config.name or new_model_id(config), world)
     run_dir = out_dir / ".runs" / model_id
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_FILE
@@ -282,9 +370,11 @@ def train(
 
     # --- the loop -----------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
-        model.train()
+        trained.train()
         if config.loss == "ntxent":
-            batches = random_batches(len(y_train), config.batch_size, config.seed, epoch)
+            batches = shard_batches(
+                random_batches(len(y_train), config.batch_size, config.seed, epoch), world
+            )
         else:
             sampler.set_epoch(epoch)
             batches = list(sampler)
@@ -295,78 +385,92 @@ def train(
             yb = y_train[index].to(device, non_blocking=True)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(global_step, total_steps, warmup_steps, config.lr)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if config.loss == "ntxent":
-                    views = two_views(xb, kind)  # (B, 2, ...): the only positives are a sample's two views
-                    out = model(views.flatten(0, 1)).view(len(idx), 2, -1)
-                else:
-                    out = model(augment(xb, kind) if config.augment else xb)
-                loss = criterion(out.float(), yb)
+            if config.loss == "ntxent":
+                inputs = two_views(xb, kind)  # (B, 2, ...): the only positives are a sample's two views
+            else:
+                inputs = augment(xb, kind) if config.augment else xb
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = training_step(
+                trained,
+                criterion,
+                inputs,
+                yb,
+                views=2 if config.loss == "ntxent" else 1,
+                world=world,
+                use_amp=use_amp,
+            )
             optimizer.step()
             global_step += 1
             epoch_loss += float(loss.detach())
-            if progress and (step % log_every == 0 or step == len(batches) - 1):
-                progress(
+            if report and (step % log_every == 0 or step == len(batches) - 1):
+                report(
                     Progress("train", epoch + 1, config.epochs, step + 1, len(batches), float(loss.detach()))
                 )
 
-        # Evaluate on validation: queries = validation, references = train (as the service will).
-        val_metrics = evaluate_embeddings(
-            embed(model.encoder, train_set.x, device),
-            train_set.y,
-            embed(model.encoder, splits.val.x, device),
-            splits.val.y,
-            "cosine",
-        )
-        record = {
-            "epoch": epoch + 1,
-            "loss": epoch_loss / max(1, len(batches)),
-            "seconds": time.perf_counter() - epoch_start,
-            "lr": optimizer.param_groups[0]["lr"],
-            **{f"val_{k}": v for k, v in val_metrics.items()},
-        }
-        history.append(record)
-        if val_metrics[MONITOR] > best_score:
-            best_score, bad_epochs = val_metrics[MONITOR], 0
-            best_state = copy.deepcopy(model.encoder.state_dict())
-        else:
-            bad_epochs += 1
-        _save_checkpoint(
-            ckpt_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1,
-                "global_step": global_step,
-                "best_score": best_score,
-                "best_state": best_state,
-                "bad_epochs": bad_epochs,
-                "history": history,
-                "rng": torch.get_rng_state(),
-                "config": config.model_dump(mode="json"),
-            },
-        )
-        if progress:
-            progress(
-                Progress(
-                    "epoch", epoch + 1, config.epochs, len(batches), len(batches), record["loss"], record
-                )
+        stop = False
+        if world.is_main:
+            # Evaluate on validation: queries = validation, references = train (as the service will).
+            val_metrics = evaluate_embeddings(
+                embed(model.encoder, train_set.x, device),
+                train_set.y,
+                embed(model.encoder, splits.val.x, device),
+                splits.val.y,
+                "cosine",
             )
-        if config.patience and bad_epochs >= config.patience:
-            log.info("early stop at epoch %d: no %s gain for %d epochs", epoch + 1, MONITOR, bad_epochs)
+            record = {
+                "epoch": epoch + 1,
+                "loss": epoch_loss / max(1, len(batches)),
+                "seconds": time.perf_counter() - epoch_start,
+                "lr": optimizer.param_groups[0]["lr"],
+                **{f"val_{k}": v for k, v in val_metrics.items()},
+            }
+            history.append(record)
+            if val_metrics[MONITOR] > best_score:
+                best_score, bad_epochs = val_metrics[MONITOR], 0
+                best_state = copy.deepcopy(model.encoder.state_dict())
+            else:
+                bad_epochs += 1
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "global_step": global_step,
+                    "best_score": best_score,
+                    "best_state": best_state,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "rng": torch.get_rng_state(),
+                    "config": config.model_dump(mode="json"),
+                },
+            )
+            if report:
+                report(
+                    Progress(
+                        "epoch", epoch + 1, config.epochs, len(batches), len(batches), record["loss"], record
+                    )
+                )
+            stop = bool(config.patience and bad_epochs >= config.patience)
+            if stop:
+                log.info("early stop at epoch %d: no %s gain for %d epochs", epoch + 1, MONITOR, bad_epochs)
+        if broadcast_object(stop, world):  # rank 0 decides; every rank leaves the loop together
             break
 
-    # --- final evaluation, calibration, export ------------------------------------------------
-    model.encoder.load_state_dict(best_state)
-    encoder = model.encoder.eval()
+    if not world.is_main:
+        return None
+
+    # --- final evaluation, calibration, export (rank 0) ---------------------------------------
+    # A fresh module takes the best weights: plain BatchNorm even if training used SyncBatchNorm.
+    encoder = make_model().encoder.to(device)
+    encoder.load_state_dict(best_state)
+    encoder.eval()
     metrics, threshold, plots = _final_metrics(encoder, splits, config, device)
     metrics["best_val_" + MONITOR] = best_score
     metrics["epochs_run"] = float(len(history))
     metrics["train_seconds"] = time.perf_counter() - started
-    if progress:
-        progress(Progress("final", len(history), config.epochs, 0, 0, None, metrics))
+    if report:
+        report(Progress("final", len(history), config.epochs, 0, 0, None, metrics))
 
     card = ModelCard(
         model_id=model_id,
@@ -387,13 +491,16 @@ def train(
         threshold=threshold,
         config=config.model_dump(mode="json"),
         encoder_sha256=PLACEHOLDER_SHA,
-        versions={"trainer": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        versions={
+            "trainer": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "world_size": str(world.size),
+        },
     )
     example = torch.from_numpy(splits.val.x[: min(8, len(splits.val.y))]).float()
     from trainer.report import render_report  # matplotlib is only needed at the very end
 
     extra = render_report(card, history, plots)
     model_dir = write_model_dir(encoder, card, out_dir / model_id, example, extra_files=extra)
-    from trainer.card import read_card
-
     return TrainResult(model_dir, read_card(model_dir), history, time.perf_counter() - started)
