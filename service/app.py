@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
@@ -21,7 +22,7 @@ import service
 from service.api import classify, datasets, embed, health, items, jobs, models, search, train, verify
 from service.batcher import MicroBatcher
 from service.config import Settings
-from service.errors import ServiceError, service_error_handler
+from service.errors import ServiceError, service_error_handler, validation_error_handler
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from service.persistence import snapshot
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         middleware=middleware,
     )
     app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     for module in (health, embed, items, search, verify, classify, models, train, jobs, datasets):
         app.include_router(module.router)
     return app

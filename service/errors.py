@@ -7,9 +7,13 @@ they come out of body parsing (our body-size limit does), where any other error 
 from __future__ import annotations
 
 import logging
+import math
 from enum import StrEnum
+from typing import Any
 
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from service.responses import OrjsonResponse
@@ -86,3 +90,23 @@ async def service_error_handler(request: Request, exc: Exception) -> OrjsonRespo
     if exc.status_code >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.detail)
     return OrjsonResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _echoable(value: Any) -> Any:
+    """A rejected input as JSON can carry it: NaN/Infinity become null, integers beyond 64 bits a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _echoable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_echoable(v) for v in value]
+    return value
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> OrjsonResponse:
+    """FastAPI's 422 body, made safe to encode: the offending ``input`` is echoed back, and a NaN or
+    a 70-bit integer there must not turn the answer into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    return OrjsonResponse({"detail": _echoable(jsonable_encoder(exc.errors()))}, status_code=422)

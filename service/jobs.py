@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.store import JobRow
@@ -60,7 +60,11 @@ def enqueue(
         log="",
     )
     session.add(job)
-    session.commit()
+    try:
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
     return job
 
 
@@ -146,20 +150,24 @@ def finish(
 ) -> bool:
     """Move a running job of ours to a terminal status; False if it was taken from us meanwhile."""
     values: dict[str, Any] = {"status": status, "finished_at": now(), "error": error, "result": result}
+    if status == SUCCEEDED:
+        values["activation"] = case((JobRow.activate, "pending"), else_=None)
     if log is not None:
         values["log"] = log[-LOG_TAIL_CHARS:]
     with sessions() as session:
-        job = session.scalars(
-            select(JobRow).where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
-        ).one_or_none()
-        if job is None:
-            return False
-        for key, value in values.items():
-            setattr(job, key, value)
-        if status == SUCCEEDED and job.activate:
-            job.activation = "pending"
+        changed = session.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.worker_id == worker_id, JobRow.status == RUNNING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
         session.commit()
-    return True
+    return changed == 1
+
+
+def cancel_requested(sessions: sessionmaker[Session], job_id: str) -> bool:
+    with sessions() as session:
+        return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
 
 def request_cancel(session: Session, job_id: str) -> JobRow:
@@ -188,7 +196,9 @@ def request_cancel(session: Session, job_id: str) -> JobRow:
     return job
 
 
-def _release(session: Session, job: JobRow, reason: str, max_attempts: int, *conditions: Any) -> str | None:
+def _release(
+    session: Session, job: JobRow, reason: str, max_attempts: int, *conditions: Any, graceful: bool = False
+) -> str | None:
     """Give a running job back to the queue (to resume from its checkpoint) or fail it for good.
 
     The UPDATE repeats the conditions under which the job was found, so a job that another reaper
@@ -197,9 +207,11 @@ def _release(session: Session, job: JobRow, reason: str, max_attempts: int, *con
     values: dict[str, Any] = {"worker_id": None}
     if job.cancel_requested:
         values.update(status=CANCELLED, error=f"cancelled ({reason})", finished_at=now())
-    elif job.attempts < max_attempts:
+    elif graceful or job.attempts < max_attempts:
         note = f"\n[service] {reason}; re-queued to resume from its last checkpoint\n"
         values.update(status=QUEUED, log=((job.log or "") + note)[-LOG_TAIL_CHARS:])
+        if graceful:  # a worker that was asked to stop has not failed: this run does not count
+            values["attempts"] = JobRow.attempts - 1
     else:
         values.update(
             status=FAILED, error=f"{reason}; gave up after {job.attempts} attempt(s)", finished_at=now()
@@ -236,16 +248,16 @@ def reap_stale(sessions: sessionmaker[Session], stale_after_s: float, max_attemp
 
 
 def release_worker(
-    sessions: sessionmaker[Session], worker_id: str, reason: str, max_attempts: int
+    sessions: sessionmaker[Session], worker_id: str, reason: str, max_attempts: int, graceful: bool = False
 ) -> list[str]:
-    """Release the running jobs of a worker known to be dead (its supervisor saw it exit)."""
+    """Release the running jobs of a worker that died (``graceful``: that was asked to stop)."""
     released = []
     with sessions() as session:
         jobs = session.scalars(
             select(JobRow).where(JobRow.status == RUNNING, JobRow.worker_id == worker_id)
         ).all()
         for job in jobs:
-            if _release(session, job, reason, max_attempts, JobRow.worker_id == worker_id):
+            if _release(session, job, reason, max_attempts, JobRow.worker_id == worker_id, graceful=graceful):
                 released.append(job.id)
     return released
 

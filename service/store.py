@@ -18,12 +18,14 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -80,7 +82,17 @@ class JobRow(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = (
+        # One pending job per model id, enforced by the database so concurrent POST /train cannot race.
+        Index(
+            "uq_jobs_pending_model",
+            "model_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)

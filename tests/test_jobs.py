@@ -127,6 +127,16 @@ def test_cancel_queued_running_and_finished(sessions):
         jobs.request_cancel(session, "job-1")
 
 
+def test_a_graceful_stop_does_not_use_up_an_attempt(sessions):
+    add_jobs(sessions, 1)
+    for _ in range(5):  # five deploys during one long job
+        jobs.claim_next(sessions, "w")
+        assert jobs.release_worker(sessions, "w", "stopped", max_attempts=2, graceful=True) == ["job-0"]
+    with sessions() as session:
+        job = session.scalars(select(JobRow)).one()
+    assert (job.status, job.attempts) == ("queued", 0)
+
+
 def test_finish_refuses_a_job_taken_away_and_marks_activation(sessions):
     with sessions() as session:
         jobs.enqueue(session, job_id="j", config={}, dataset_spec="digits", model_id="m", activate=True)
@@ -170,13 +180,43 @@ def job_count(client) -> int:
         ({"dataset": "digits", "name": "toy-vec"}, 409, "already exists"),
         ({"dataset": "digits", "name": "../x"}, 422, "name"),
         ({"dataset": "digits", "bogus": 1}, 422, "bogus"),
+        ({"dataset": "a" * 300}, 400, "too long"),
+        ({"dataset": "x/" * 3000}, 400, "dataset"),
+        ({"dataset": "digits", "hidden": [-3]}, 422, "hidden"),
+        ({"dataset": "digits", "hidden": [0]}, 422, "hidden"),
+        ({"dataset": "digits", "embedding_dim": 10**12}, 422, "embedding_dim"),
+        ({"dataset": "digits", "seed": 2**70}, 422, "seed"),
+        ({"dataset": "digits", "encoder": "cnn", "channels": []}, 422, "channels"),
+        ('{"dataset": "digits", "margin": NaN, "loss": "triplet"}', 422, "margin"),
+        ('{"dataset": "digits", "weight_decay": Infinity}', 422, "weight_decay"),
     ],
 )
 def test_bad_train_requests_are_refused_and_queue_nothing(client, body, status, words):
-    response = client.post("/train", json=body)
+    if isinstance(body, str):  # NaN and Infinity: Python's json module writes them, JSON has no such values
+        response = client.post("/train", content=body, headers={"content-type": "application/json"})
+    else:
+        response = client.post("/train", json=body)
     assert response.status_code == status, response.text
     assert words in str(response.json()["detail"])
     assert job_count(client) == 0
+
+
+def test_concurrent_requests_for_one_name_queue_one_job(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(
+                lambda _: client.post("/train", json={"dataset": "digits", "name": "race"}).status_code,
+                range(12),
+            )
+        )
+    assert sorted(codes) == [202] + [409] * 11
+    assert job_count(client) == 1
+
+
+def test_huge_pagination_offsets_are_refused(client):
+    assert client.get("/jobs", params={"offset": 2**63}).status_code == 422
 
 
 def test_train_queues_a_job_with_location(client):
@@ -255,6 +295,16 @@ def test_bad_uploads_are_refused_and_leave_nothing(client, name, content, words)
     assert sorted(p.name for p in folder.iterdir()) == ["pets.npz"], "no temporary or partial file survives"
 
 
+def test_zip_bomb_upload_is_refused_before_unpacking(client):
+    data = npz_bytes(x=np.zeros((2000, 100), np.float32), y=np.zeros(2000))  # 800 kB of zeros...
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.zeros((2000, 100), np.float32), y=np.repeat([0, 1], 1000))
+    assert len(buffer.getvalue()) < 64 * 1024 < len(data)  # ...that compresses under the upload limit
+    response = client.post("/datasets", files={"file": ("bomb.npz", buffer.getvalue())})
+    assert response.status_code == 413 and "unpack" in response.json()["detail"]
+    assert client.get("/datasets").json() == []
+
+
 def test_upload_over_the_limit_is_413(client):
     response = client.post("/datasets", files={"file": ("big.npz", b"0" * 100_000)})
     assert response.status_code == 413 and "--max-upload-bytes" in response.json()["detail"]
@@ -283,5 +333,6 @@ def test_report_routes_serve_only_report_files(client, tmp_path):
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     assert client.get("/models/rep/files/encoder.pt").status_code == 404
     assert client.get("/models/rep/files/..%2Fservice.db").status_code == 404
+    assert client.get(f"/models/rep/files/{'a' * 300}.png").status_code == 404
     assert client.get("/models/toy-vec/report").status_code == 404
     assert client.get("/models/nope/report").status_code == 404

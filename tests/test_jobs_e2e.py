@@ -183,7 +183,7 @@ def test_upload_cancel_and_kill_the_worker(tmp_path):
         job = wait_for(client, job_id, lambda j: j["status"] == "cancelled", timeout=60, what="cancel")
         models_dir = tmp_path / "data" / "models"
         assert not (models_dir / "too-long").exists()
-        assert not (models_dir / ".runs" / "too-long").exists()
+        assert not (models_dir / ".runs" / job_id).exists(), "no checkpoint survives a cancelled job"
         assert "too-long" not in [m["id"] for m in client.get("/models").json()]
 
         # kill -9 the worker mid-job: the supervisor restarts it and the job resumes from its checkpoint.

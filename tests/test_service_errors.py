@@ -48,6 +48,23 @@ def test_nan_and_invalid_json_are_rejected(client):
         assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/verify", b'{"a": {"vector": [1,1,1,1,1,1,1,1]}, "b": [1,1,1,1,1,1,1,1], "threshold": NaN}'),
+        ("/classify", b'{"items": [[1,1,1,1,1,1,1,1]], "threshold": -Infinity}'),
+        ("/search", b'{"item": [1,1,1,1,1,1,1,1], "k": 1180591620717411303424}'),
+        ("/train", b'{"dataset": "digits", "seed": 1180591620717411303424, "lr": NaN}'),
+        ("/items?limit=1", b'{"items": [{"vector": [1,1,1,1,1,1,1,1], "metadata": {"x": NaN}}]}'),
+    ],
+)
+def test_unencodable_inputs_echoed_in_422_do_not_become_500(client, path, body):
+    """A 422 echoes the offending input; NaN or a 70-bit integer there must not break the response."""
+    r = _raw(client, path, body)
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["detail"]
+
+
 def test_empty_index_and_unknown_ids(client):
     for path, body in [("/search", {"item": GOOD}), ("/classify", {"items": [GOOD]})]:
         r = client.post(path, json=body)

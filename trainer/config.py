@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+MAX_WIDTH = 16_384  # layer widths beyond this are a typo, not a model: refuse before a worker OOMs
+Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
 LossName = Literal["ce", "contrastive", "triplet", "npair", "supcon", "ntxent"]
 LOSS_NAMES: tuple[str, ...] = ("ce", "contrastive", "triplet", "npair", "supcon", "ntxent")
 
@@ -25,7 +27,8 @@ class ItemsSource(BaseModel):
 class TrainConfig(BaseModel):
     """Every knob of a training run. CLI flag ``--batch-size`` is field ``batch_size``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN/inf never make sense here and would only fail later, inside a worker.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # data
     dataset: str | ItemsSource = Field(
@@ -51,10 +54,14 @@ class TrainConfig(BaseModel):
 
     # model
     encoder: Literal["mlp", "cnn"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [256], description="MLP hidden widths")
-    channels: list[int] = Field(default_factory=lambda: [32, 64], description="CNN conv widths")
-    embedding_dim: int = Field(default=256, gt=0, description="exported embedding width")
-    projection_dim: int = Field(default=128, ge=0, description="projection head width; 0 = none")
+    hidden: list[Width] = Field(default_factory=lambda: [256], max_length=16, description="MLP hidden widths")
+    channels: list[Width] = Field(
+        default_factory=lambda: [32, 64], min_length=1, max_length=16, description="CNN conv widths"
+    )
+    embedding_dim: int = Field(default=256, gt=0, le=MAX_WIDTH, description="exported embedding width")
+    projection_dim: int = Field(
+        default=128, ge=0, le=MAX_WIDTH, description="projection head width; 0 = none"
+    )
 
     # optimisation
     epochs: int = Field(default=20, gt=0, le=10_000)
@@ -65,7 +72,7 @@ class TrainConfig(BaseModel):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     warmup_epochs: float = Field(default=1.0, ge=0)
     patience: int = Field(default=5, ge=0, description="early-stopping patience in epochs; 0 = off")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)
 
     # evaluation and export
     target_far: float = Field(default=0.01, gt=0, lt=1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -53,7 +54,8 @@ def init_from_env(device: str) -> tuple[World, bool]:
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    # Rank 0 alone evaluates and exports while the others wait at a barrier: allow it time.
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     return world, True
 
 

@@ -245,17 +245,19 @@ def train(
     progress: ProgressCallback | None = None,
     resume: bool = False,
     log_every: int = 10,
+    run_dir: Path | None = None,
 ) -> TrainResult | None:
     """Train, evaluate, calibrate and export one model; return where it was written.
 
     Under ``torchrun`` every rank trains its shard and only rank 0 evaluates, checkpoints,
-    reports progress and exports; the other ranks return None.
+    reports progress and exports; the other ranks return None. Checkpoints go to ``run_dir``
+    (default ``<out_dir>/.runs/<model_id>``), which is what ``resume`` continues from.
     """
     started = time.perf_counter()
     world, owns_group = init_from_env(config.device)
     try:
         result = _train(
-            config, Path(out_dir), dataset, data_root, progress, resume, log_every, world, started
+            config, Path(out_dir), dataset, data_root, progress, resume, log_every, run_dir, world, started
         )
         barrier(world)  # the other ranks wait for rank 0's export: gloo aborts if a peer leaves early
         return result
@@ -272,6 +274,7 @@ def _train(
     progress: ProgressCallback | None,
     resume: bool,
     log_every: int,
+    run_dir: Path | None,
     world: World,
     started: float,
 ) -> TrainResult | None:
@@ -326,6 +329,8 @@ def _train(
         if device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm is CUDA-only)
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world.distributed:
+        torch.manual_seed(config.seed + 1_000_003 * world.rank)  # same weights, different augmentation noise
     criterion = _criterion(config).to(device)
     if config.optimizer == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
@@ -344,13 +349,18 @@ def _train(
         if config.loss != "ntxent"
         else len(shard_batches(random_batches(len(y_train), config.batch_size, 0, 0), world))
     )
+    if steps_per_epoch == 0:
+        raise TrainError(
+            f"no full batch of {config.batch_size} per rank fits the {len(y_train)} training samples "
+            f"on {world.size} rank(s); lower batch_size"
+        )
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     use_amp = config.amp and device.type == "cuda"
 
     # --- run directory, resume ----------------------------------------------------------------
     model_id = broadcast_object(config.name or new_model_id(config), world)
-    run_dir = out_dir / ".runs" / model_id
+    run_dir = run_dir or out_dir / ".runs" / model_id
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_FILE
     start_epoch, global_step, bad_epochs = 0, 0, 0

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import jobs
@@ -151,34 +152,42 @@ class Worker:
         root.addHandler(tail)
         beat = _Heartbeat(self, job.id)
         beat.start()
+        status, error, result = jobs.FAILED, None, None
         try:
             log.info(
                 "job %s: attempt %d, model %s, data %s", job.id, job.attempts, job.model_id, job.dataset_spec
             )
             result = self._train(job, beat, tail)
-            jobs.finish(self.sessions, job.id, self.worker_id, jobs.SUCCEEDED, result=result, log=tail.text())
-            self._cleanup_run_dir(job.model_id)
+            if jobs.cancel_requested(self.sessions, job.id):  # asked during the final evaluation or export
+                raise Cancelled
+            status = jobs.SUCCEEDED
             log.info("job %s succeeded: model %s", job.id, job.model_id)
         except Cancelled:
             log.info("job %s cancelled", job.id)
-            jobs.finish(
-                self.sessions, job.id, self.worker_id, jobs.CANCELLED, error="cancelled", log=tail.text()
-            )
-            self._cleanup_run_dir(job.model_id)
+            status, error = jobs.CANCELLED, "cancelled"
+            self._discard_model(job)
         except Stopped as exc:
             log.info("job %s: %s", job.id, exc)
-            jobs.release_worker(self.sessions, self.worker_id, str(exc), self.settings.job_max_attempts)
+            graceful = self.stopping.is_set()
+            jobs.release_worker(
+                self.sessions, self.worker_id, str(exc), self.settings.job_max_attempts, graceful=graceful
+            )
+            return  # the checkpoint stays for whoever resumes the job
         except (DataError, TrainError, ValueError, FileExistsError) as exc:
             log.error("job %s failed: %s", job.id, exc)
-            jobs.finish(self.sessions, job.id, self.worker_id, jobs.FAILED, error=str(exc), log=tail.text())
-            self._cleanup_run_dir(job.model_id)
+            error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a job must end failed, never stay "running"
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             error = f"internal error: {type(exc).__name__}: {exc}"
-            jobs.finish(self.sessions, job.id, self.worker_id, jobs.FAILED, error=error, log=tail.text())
         finally:
             beat.stop()
             root.removeHandler(tail)
+        if jobs.finish(
+            self.sessions, job.id, self.worker_id, status, error=error, result=result, log=tail.text()
+        ):
+            shutil.rmtree(self._run_dir(job), ignore_errors=True)
+        else:
+            log.warning("job %s was taken from this worker meanwhile; its result is dropped", job.id)
 
     # -- one job ---------------------------------------------------------------------------------
     def _train(self, job: JobRow, beat: _Heartbeat, tail: LogTail) -> dict[str, float]:
@@ -186,22 +195,29 @@ class Worker:
         if config.device == "auto":
             config = config.model_copy(update={"device": self.settings.worker_device})
         model_dir = self.settings.models_dir / job.model_id
-        if not (model_dir / CARD_FILE).exists():  # else: an earlier attempt exported it and then died
+        if (model_dir / CARD_FILE).exists():
+            # An earlier attempt of this job exported the model and died before recording it.
+            written = {k: v for k, v in read_card(model_dir).config.items() if k != "device"}
+            if written != config.model_dump(mode="json", exclude={"device"}):
+                raise FileExistsError(f"model directory {model_dir} exists and was not written by this job")
+        else:
             if job.dataset_spec == jobs.ITEMS_SPEC:
                 dataset = items_dataset(self.sessions)
             else:
                 dataset = load_dataset(
                     job.dataset_spec, root=self.settings.data_dir, label_column=config.label_column
                 )
-            resume = (self._run_dir(job.model_id) / CHECKPOINT_FILE).exists()
+            run_dir = self._run_dir(job)
+            resume = (run_dir / CHECKPOINT_FILE).exists()
             if resume:
-                log.info("job %s: resuming from %s", job.id, self._run_dir(job.model_id))
+                log.info("job %s: resuming from %s", job.id, run_dir)
             train(
                 config,
                 out_dir=self.settings.models_dir,
                 dataset=dataset,
                 progress=self._progress(job, beat, tail),
                 resume=resume,
+                run_dir=run_dir,
             )
         card = read_card(model_dir)
         self._register(card.model_id, model_dir, card.model_dump(mode="json"))
@@ -236,15 +252,20 @@ class Worker:
                     p.metrics.get("val_knn_5_accuracy", float("nan")),
                 )
                 record = {k: v for k, v in p.metrics.items() if isinstance(v, int | float)}
-                jobs.record_progress(
-                    self.sessions, job.id, self.worker_id, progress, epoch_record=record, log=tail.text()
-                )
+                self._record(job, progress, epoch_record=record, log=tail.text())
                 last_write = time.monotonic()
             elif time.monotonic() - last_write >= 1.0:  # step updates: at most one write a second
-                jobs.record_progress(self.sessions, job.id, self.worker_id, progress)
+                self._record(job, progress)
                 last_write = time.monotonic()
 
         return report
+
+    def _record(self, job: JobRow, progress: dict[str, Any], **extra: Any) -> None:
+        """Progress is informative: a busy database must not fail the training run."""
+        try:
+            jobs.record_progress(self.sessions, job.id, self.worker_id, progress, **extra)
+        except SQLAlchemyError as exc:
+            log.warning("job %s: progress not recorded (%s)", job.id, exc.__class__.__name__)
 
     def _register(self, model_id: str, model_dir: Path, card: dict[str, Any]) -> None:
         with self.sessions() as session:
@@ -253,11 +274,18 @@ class Worker:
                 session.add(ModelRow(id=model_id, path=str(model_dir.resolve()), card=card))
                 session.commit()
 
-    def _run_dir(self, model_id: str) -> Path:
-        return self.settings.models_dir / ".runs" / model_id
+    def _run_dir(self, job: JobRow) -> Path:
+        """Checkpoints live per job, so a later job reusing a name never resumes a stranger's run."""
+        return self.settings.models_dir / ".runs" / job.id
 
-    def _cleanup_run_dir(self, model_id: str) -> None:
-        shutil.rmtree(self._run_dir(model_id), ignore_errors=True)
+    def _discard_model(self, job: JobRow) -> None:
+        """A cancelled job keeps nothing: neither its model directory nor its registration."""
+        with self.sessions() as session:
+            row = session.get(ModelRow, job.model_id)
+            if row is not None and not row.active:
+                session.delete(row)
+                session.commit()
+        shutil.rmtree(self.settings.models_dir / job.model_id, ignore_errors=True)
 
 
 class _Heartbeat(threading.Thread):

@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from trainer.data import DataError, load_dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 UPLOAD_SUFFIXES = (".npz", ".csv")
+UNPACKED_FACTOR = 4  # a compressed .npz may unpack to this many times the upload limit, no more
 
 
 def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) -> dict[str, Any]:
@@ -42,13 +44,14 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
             shutil.copyfileobj(upload.file, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
+        _check_unpacked_size(tmp, UNPACKED_FACTOR * state.settings.max_upload_bytes)
         try:
             data = load_dataset(str(tmp), label_column=label_column)
         except DataError as exc:
-            raise ServiceError(
-                ErrorCode.INVALID_REQUEST, f"file: {str(exc).replace(str(tmp), name)}"
-            ) from exc
+            message = str(exc).replace(str(tmp), name).replace(tmp.name, name)
+            raise ServiceError(ErrorCode.INVALID_REQUEST, f"file: {message}") from exc
         final = folder / f"{dataset_id}{suffix}"
+        tmp.chmod(0o644)  # mkstemp makes it private; a worker may run as another user
         row = DatasetRow(
             id=dataset_id,
             filename=final.name,
@@ -59,13 +62,34 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
             size_bytes=tmp.stat().st_size,
         )
         os.replace(tmp, final)
+        try:
+            with state.session() as session:
+                session.add(row)
+                session.commit()
+                session.refresh(row)
+        except BaseException:
+            final.unlink(missing_ok=True)  # no file without its row
+            raise
     finally:
         tmp.unlink(missing_ok=True)
-    with state.session() as session:
-        session.add(row)
-        session.commit()
-        session.refresh(row)
     return _view(row)
+
+
+def _check_unpacked_size(path: Path, limit: int) -> None:
+    """Refuse a .npz whose arrays would unpack to more than ``limit`` bytes (a zip bomb)."""
+    if path.suffix != ".npz":
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: np.load reports what is wrong with it
+    if unpacked > limit:
+        raise ServiceError(
+            ErrorCode.TOO_LARGE,
+            f"file: its arrays unpack to {unpacked} bytes, more than {limit} "
+            f"({UNPACKED_FACTOR} x --max-upload-bytes)",
+        )
 
 
 def _view(row: DatasetRow) -> dict[str, Any]:

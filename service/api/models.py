@@ -57,7 +57,7 @@ def activate_model(model_id: str, state: StateDep, response: Response) -> dict[s
     return {"id": model_id, "status": status}
 
 
-REPORT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.(png|md|json)$")  # no paths, no hidden files
+REPORT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.(png|md|json)$")  # no paths, no hidden files
 
 
 def _model_path(state: ServiceState, model_id: str) -> Path:

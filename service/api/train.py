@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from service import jobs
 from service.api.deps import SessionDep, StateDep
@@ -15,6 +16,7 @@ from service.state import ServiceState
 from service.store import DatasetRow, ItemRow, JobRow, ModelRow
 from trainer.config import ItemsSource, new_model_id
 from trainer.data import BUILTIN_DATASETS, DataError, resolve_dataset_path
+from trainer.losses import build_loss
 
 router = APIRouter(tags=["training"])
 PAIR_FREE_LOSSES = ("ce", "ntxent")  # losses that do not need two samples of every class
@@ -51,9 +53,10 @@ def _under_datasets(state: ServiceState, name: str) -> str:
     """``datasets/<name>`` relative to the data dir; 400 when it escapes, 422 when it does not exist."""
     try:
         path = resolve_dataset_path(name, state.settings.datasets_dir)
-    except DataError as exc:
+        exists = path.exists()
+    except (DataError, OSError) as exc:  # OSError: a name too long for the file system
         raise ServiceError(ErrorCode.BAD_REQUEST, f"dataset: {exc}") from exc
-    if not path.exists():
+    if not exists:
         raise _invalid(
             f"{name!r} is not a built-in data set ({', '.join(BUILTIN_DATASETS)}), an uploaded data set id "
             "(GET /datasets) or a file under the data directory's datasets/ folder"
@@ -80,6 +83,16 @@ def resolve_dataset(state: ServiceState, session: Any, body: TrainRequest) -> st
     return _under_datasets(state, dataset)
 
 
+def _check_loss(body: TrainRequest) -> None:
+    """Let the loss validate its own parameters now, rather than fail inside the worker."""
+    if body.loss == "ce":
+        return
+    try:
+        build_loss(body.loss, **body.loss_params())
+    except ValueError as exc:
+        raise ServiceError(ErrorCode.INVALID_REQUEST, f"loss: {exc}") from exc
+
+
 def _check_model_id(state: ServiceState, session: Any, model_id: str) -> None:
     taken = (
         session.get(ModelRow, model_id) is not None
@@ -101,17 +114,23 @@ def create_train_job(
     body: TrainRequest, state: StateDep, session: SessionDep, response: Response
 ) -> dict[str, Any]:
     """Queue a training job (the trainer config as JSON, plus ``activate``); 202 with its Location."""
+    _check_loss(body)
     spec = resolve_dataset(state, session, body)
     model_id = body.name or new_model_id(body)
     _check_model_id(state, session, model_id)
     config = body.model_dump(mode="json", exclude={"activate"})
-    job = jobs.enqueue(
-        session,
-        job_id=jobs.new_job_id(),
-        config=config,
-        dataset_spec=spec,
-        model_id=model_id,
-        activate=body.activate,
-    )
+    try:
+        job = jobs.enqueue(
+            session,
+            job_id=jobs.new_job_id(),
+            config=config,
+            dataset_spec=spec,
+            model_id=model_id,
+            activate=body.activate,
+        )
+    except IntegrityError as exc:  # a concurrent request queued the same name first
+        raise ServiceError(
+            ErrorCode.CONFLICT, f"name: a pending job named {model_id!r} already exists"
+        ) from exc
     response.headers["Location"] = f"/jobs/{job.id}"
     return {"id": job.id, "status": job.status, "model_id": model_id}
