@@ -176,6 +176,56 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(cast: Any) -> Any:
+    """argparse type for a comma-separated list: ``"32,256"`` → ``[32, 256]``."""
+
+    def parse(text: str) -> list[Any]:
+        try:
+            return [cast(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"not a comma-separated list of {cast.__name__}: {text!r}"
+            ) from exc
+
+    return parse
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from trainer.compare import DEFAULT_OUT, QUICK_OUT, CompareError, grid_spec, render_report, run_grid
+
+    out = Path(args.out) if args.out else (QUICK_OUT if args.quick else DEFAULT_OUT)
+    try:
+        if args.report_only:
+            print(f"report: {render_report(out)}")
+            return 0
+        spec = grid_spec(
+            quick=args.quick,
+            dataset=args.dataset,
+            losses=args.losses,
+            batch_sizes=args.batch_sizes,
+            lrs=args.lrs,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            temperature=args.temperature,
+            limit=args.limit,
+        )
+        summary = run_grid(
+            spec, out, jobs=args.jobs, timeout=args.timeout, retry_failed=args.retry_failed, quiet=args.quiet
+        )
+    except CompareError as exc:
+        raise UsageError(str(exc)) from exc
+    except FileNotFoundError as exc:  # --report-only on a folder without a grid
+        raise UsageError(f"no grid in {out}: {exc.filename} is missing") from exc
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(
+        f"ran {summary.ran} run(s) ({summary.failed} did not finish), skipped {summary.skipped} done, "
+        f"in {summary.seconds / 60:.1f} min; report: {summary.report}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +254,62 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p_worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
     p_worker.set_defaults(func=cmd_worker)
+
+    p_compare = sub.add_parser(
+        "compare",
+        help="reproduce the seed article: train every loss × batch size × seed, write a report",
+        description="Runs the grid (each run in its own process; resumable: finished runs are skipped) "
+        "and writes OUT/README.md with tables, the article's findings checked, and figures. "
+        "Unset flags take the full preset (the article's grid) or, with --quick, a tiny one.",
+    )
+    p_compare.add_argument("--dataset", help="any --dataset of `train` (default: mnist-5k)")
+    p_compare.add_argument(
+        "--losses",
+        type=_csv(str),
+        metavar="L,L,...",
+        help="ce, contrastive, triplet:all|hard|semihard, npair, supcon, ntxent "
+        "(default: all but ntxent; ce is the MLP baseline)",
+    )
+    p_compare.add_argument("--batch-sizes", type=_csv(int), metavar="N,N,...", help="default: 32,256,2048")
+    p_compare.add_argument(
+        "--lrs",
+        type=_csv(float),
+        metavar="LR,LR,...",
+        help="one per batch size, paired (default: 0.001,0.01,0.2)",
+    )
+    p_compare.add_argument("--seeds", type=int, help="seeds 0..N-1 per cell (default: 3)")
+    p_compare.add_argument("--epochs", type=int, help="epochs of every run (default: 30)")
+    p_compare.add_argument(
+        "--temperature", type=float, help="supcon/ntxent temperature (default: 0.5, as the article)"
+    )
+    p_compare.add_argument(
+        "--limit", type=int, help="train on a stratified subset of N samples (default: all)"
+    )
+    p_compare.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny grid for a smoke test: ce,contrastive,supcon × 32,256, 1 seed, 2 epochs",
+    )
+    p_compare.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time; torch threads per run = cores / jobs (default: 1)",
+    )
+    p_compare.add_argument(
+        "--timeout", type=float, default=1800, help="seconds per run before it is killed (default: 1800)"
+    )
+    p_compare.add_argument(
+        "--retry-failed", action="store_true", help="rerun cells recorded as failed/oom/timeout"
+    )
+    p_compare.add_argument(
+        "--report-only", action="store_true", help="only regenerate the report from OUT's runs"
+    )
+    p_compare.add_argument(
+        "--out", help="output folder (default: docs/reproduction; runs/compare-quick with --quick)"
+    )
+    p_compare.add_argument("--quiet", action="store_true", help="no progress output")
+    p_compare.set_defaults(func=cmd_compare)
     return parser
 
 
