@@ -454,6 +454,14 @@ class _Calls:
         return _Call("GET", "/metrics", lambda r: r.text)
 
 
+def _activation_over(model: ModelOut) -> bool:
+    """True once ``model`` is active with no activation of it still running; raises if it failed."""
+    status = (model.activation or {}).get("status")
+    if status == "failed":
+        raise RuntimeError(f"activation of model {model.id} failed: {(model.activation or {}).get('error')}")
+    return model.active and status != "running"
+
+
 def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
     out = {"accept": "application/json", **(headers or {})}
     if api_key is not None:
@@ -582,6 +590,21 @@ class Client:
     def activate_model(self, model_id: str) -> ActivationOut:
         """Start activating a model (``status`` 'activating' while it re-embeds, 'active' when done)."""
         return self._send(_Calls.activate_model(model_id))
+
+    def wait_active(self, model_id: str, timeout: float = 120.0, interval: float = 0.1) -> ModelOut:
+        """Poll ``/models/{id}`` until the model is active and its activation has finished.
+
+        ``active`` turns true a moment before the activation ends (it still writes the index snapshot),
+        and another activation started in between is a 409; so this also waits for ``activation``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            model = self.model(model_id)
+            if _activation_over(model):
+                return model
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"model {model_id} not active after {timeout}s")
+            time.sleep(interval)
 
     def health(self) -> dict[str, Any]:
         """Liveness (needs no API key)."""
@@ -713,6 +736,17 @@ class AsyncClient:
     async def activate_model(self, model_id: str) -> ActivationOut:
         """Start activating a model (``status`` 'activating' while it re-embeds, 'active' when done)."""
         return await self._send(_Calls.activate_model(model_id))
+
+    async def wait_active(self, model_id: str, timeout: float = 120.0, interval: float = 0.1) -> ModelOut:
+        """Poll ``/models/{id}`` until the model is active and its activation is over (see ``Client``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            model = await self.model(model_id)
+            if _activation_over(model):
+                return model
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"model {model_id} not active after {timeout}s")
+            await asyncio.sleep(interval)
 
     async def health(self) -> dict[str, Any]:
         """Liveness (needs no API key)."""
