@@ -8,6 +8,7 @@ the micro-batcher and the periodic snapshotter; on shutdown it stops them and wr
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -115,6 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.service = state
         await state.batcher.start()
+        # What start-up loaded (torch, the model, SQLAlchemy, pydantic: ~260k objects) lives as long as
+        # the process; frozen, full collections stop scanning it and stop pausing requests for ~100 ms.
+        gc.collect()
+        gc.freeze()
         snapshots = (
             asyncio.create_task(_snapshot_loop(state, settings.snapshot_interval))
             if settings.snapshot_interval > 0

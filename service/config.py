@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     max_items: int = Field(1024, ge=1, description="Most items per request.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
     max_k: int = Field(1000, ge=1, description="Largest k for /search and /classify.")
+    row_cache_items: int = Field(
+        200_000, ge=0, description="Item ids and labels kept in memory for /classify (0: none)."
+    )
     max_upload_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest data set upload to POST /datasets (413 beyond)."
     )

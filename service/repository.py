@@ -89,6 +89,8 @@ def insert_items(
                 index.remove(keys)
                 raise
         index.remove(old_keys)  # replaced rows are gone for good; drop their vectors
+        state.rows.discard(old_keys)
+        state.rows.put_many(zip(keys, ((r.id, r.label) for r in rows), strict=True))
     return ids
 
 
@@ -102,6 +104,7 @@ def delete_item(state: ServiceState, item_id: str) -> None:
         session.commit()
         if state.runtime is not None:
             state.runtime.index.remove([key])
+        state.rows.discard([key])
 
 
 def not_found(item_id: str) -> ServiceError:
@@ -169,8 +172,22 @@ def keys_with_label(state: ServiceState, label: str) -> np.ndarray:
 
 
 def rows_by_key(state: ServiceState, keys: np.ndarray, with_metadata: bool) -> dict[int, tuple[Any, ...]]:
-    """key -> (id, label[, metadata]) for search results; keys deleted meanwhile are simply absent."""
+    """key -> (id, label[, metadata]) for search results; keys deleted meanwhile are simply absent.
+
+    Without metadata the answer comes from ``state.rows`` where it can (no query when all are cached).
+    """
     wanted = np.unique(keys[keys >= 0]).tolist()
+    if not with_metadata:
+        cached, missing = state.rows.get_many(wanted)
+        if missing:
+            fetched = _fetch_rows(state, missing, with_metadata=False)
+            state.rows.put_many(fetched.items())
+            cached.update(fetched)
+        return cached
+    return _fetch_rows(state, wanted, with_metadata=True)
+
+
+def _fetch_rows(state: ServiceState, wanted: list[int], with_metadata: bool) -> dict[int, tuple[Any, ...]]:
     columns = [ItemRow.key, ItemRow.id, ItemRow.label] + ([ItemRow.meta] if with_metadata else [])
     out: dict[int, tuple[Any, ...]] = {}
     with state.session() as session:

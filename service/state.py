@@ -26,6 +26,7 @@ from service.encoder import Encoder
 from service.errors import ErrorCode, ModelChanged, ServiceError, no_model
 from service.index import IndexParams, RWLock, VectorIndex
 from service.metrics import Metrics
+from service.rowcache import RowCache
 from service.schemas import RawInput
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ class ServiceState:
     snapshot_mutex: threading.Lock = field(default_factory=threading.Lock)
     activation_mutex: threading.Lock = field(default_factory=threading.Lock)
     activation: dict[str, Any] | None = None  # progress of the last background activation
+    rows: RowCache = field(init=False)  # key -> (id, label), see service.rowcache
+
+    def __post_init__(self) -> None:
+        self.rows = RowCache(self.settings.row_cache_items)
 
     @property
     def index_params(self) -> IndexParams:

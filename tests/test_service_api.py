@@ -133,6 +133,32 @@ def test_classify_blobs_unknowns_and_weighting(client):
     assert p["unknown"] is False and p["label"] is not None
 
 
+def test_classify_labels_follow_upserts_deletes_and_restarts(tmp_path):
+    """/classify reads labels from the in-memory row cache: it must never answer a replaced label."""
+    x, y = blobs(4, seed=5)
+    settings = make_settings(tmp_path, model=model_dir())
+    with TestClient(create_app(settings)) as c:
+        c.post("/items", json={"items": vector_items(x, y)})
+        q = {"items": [x[0].tolist()], "k": 1}
+        first = c.post("/classify", json=q).json()["predictions"][0]
+        assert first["label"] == "c0" and first["neighbors"][0]["id"] == "i0"
+        c.post(
+            "/items",
+            params={"upsert": True},
+            json={"items": [{"id": "i0", "vector": x[0].tolist(), "label": "moved"}]},
+        )
+        assert c.post("/classify", json=q).json()["predictions"][0]["label"] == "moved"
+        c.post("/items", params={"upsert": True}, json={"items": [{"id": "i0", "vector": x[0].tolist()}]})
+        unlabelled = c.post("/classify", json=q).json()["predictions"][0]
+        assert unlabelled["unknown"] is True and unlabelled["neighbors"][0]["label"] is None
+        assert c.delete("/items/i0").status_code == 204
+        after = c.post("/classify", json=q).json()["predictions"][0]
+        assert after["neighbors"][0]["id"] != "i0" and after["label"] == "c0"
+    with TestClient(create_app(settings)) as c:  # a fresh process: empty cache, labels from the database
+        again = c.post("/classify", json={"items": [x[5].tolist()], "k": 3}).json()["predictions"][0]
+        assert again["label"] == y[5] and all(n["label"] == y[5] for n in again["neighbors"])
+
+
 def test_euclidean_model_without_threshold(tmp_path):
     model = model_dir("toy-l2", distance="euclidean", threshold=None)
     with TestClient(create_app(make_settings(tmp_path, model=model))) as c:

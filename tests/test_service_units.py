@@ -22,6 +22,7 @@ from service.encoder import Encoder
 from service.errors import ServiceError
 from service.index import IndexParams, RWLock, VectorIndex, pair_distance, write_snapshot
 from service.knn import vote
+from service.rowcache import RowCache
 from service.schemas import CreateItemsRequest, EmbedRequest, SearchRequest
 from trainer.card import CARD_FILE, CardError
 
@@ -321,3 +322,20 @@ def test_every_setting_is_documented_in_the_readme_section():
     doc = (REPO / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`--{name.replace('_', '-')}" in doc and f"`EMBED_{name.upper()}`" in doc, name
+
+
+def test_row_cache_bounds_evicts_oldest_and_discards():
+    cache = RowCache(capacity=3)
+    cache.put_many([(1, ("a", "x")), (2, ("b", None)), (3, ("c", "y"))])
+    found, missing = cache.get_many([1, 2, 9])
+    assert found == {1: ("a", "x"), 2: ("b", None)} and missing == [9]
+    cache.put_many([(4, ("d", "z")), (5, ("e", "z"))])  # two over capacity: keys 1 and 2 go
+    assert len(cache) == 3 and cache.get_many([1, 2, 3, 4, 5]) == (
+        {3: ("c", "y"), 4: ("d", "z"), 5: ("e", "z")},
+        [1, 2],
+    )
+    cache.discard([4, 77])
+    assert cache.get_many([4])[1] == [4] and len(cache) == 2
+    off = RowCache(capacity=0)
+    off.put_many([(1, ("a", "x"))])
+    assert len(off) == 0 and off.get_many([1]) == ({}, [1])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import OrjsonRoute, StateDep, check_count, check_k
+from service.api.deps import OrjsonRoute, StateDep, check_count, check_k, release_body
 from service.api.search import nearest
 from service.knn import Weighting, vote
 from service.repository import rows_by_key
@@ -52,17 +52,20 @@ def _classify(
 
 
 @router.post("/classify", response_model=ClassifyResponse)
-async def classify_items(body: ClassifyRequest, state: StateDep) -> OrjsonResponse:
+async def classify_items(body: ClassifyRequest, state: StateDep, request: Request) -> OrjsonResponse:
     """Label each item by a vote of its k nearest labelled items (unknown if none is near enough)."""
     check_count(state, len(body.items))
     check_k(state, body.k)
+    raws = [raw_input(item) for item in body.items]
+    k, weighting, asked_threshold = body.k, body.weighting, body.threshold
+    release_body(request)
 
     async def attempt() -> dict[str, Any]:
         runtime = state.require_runtime()
-        threshold = body.threshold
+        threshold = asked_threshold
         if threshold is None and runtime.encoder.card.threshold is not None:
             threshold = runtime.encoder.card.threshold.distance  # no card threshold: every neighbour votes
-        emb = await state.embed(runtime, [raw_input(item) for item in body.items])
-        return await run_in_threadpool(_classify, state, runtime, emb, body.k, body.weighting, threshold)
+        emb = await state.embed(runtime, raws)
+        return await run_in_threadpool(_classify, state, runtime, emb, k, weighting, threshold)
 
     return OrjsonResponse(await retry_on_model_change(attempt))

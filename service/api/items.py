@@ -6,11 +6,11 @@ import uuid
 from collections import Counter
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import repository
-from service.api.deps import ItemDep, OrjsonRoute, SessionDep, StateDep, check_count
+from service.api.deps import ItemDep, OrjsonRoute, SessionDep, StateDep, check_count, release_body
 from service.errors import ErrorCode, ServiceError
 from service.repository import NewRow, insert_items, item_out, list_items
 from service.responses import OrjsonResponse
@@ -21,7 +21,9 @@ router = APIRouter(prefix="/items", tags=["items"], route_class=OrjsonRoute)
 
 
 @router.post("", status_code=201, response_model=CreateItemsResponse)
-async def create_items(body: CreateItemsRequest, state: StateDep, upsert: bool = False) -> OrjsonResponse:
+async def create_items(
+    body: CreateItemsRequest, state: StateDep, request: Request, upsert: bool = False
+) -> OrjsonResponse:
     """Embed, store and index items; all or nothing. Existing ids are a 409 unless ``upsert=true``."""
     check_count(state, len(body.items))
     rows = [
@@ -30,6 +32,7 @@ async def create_items(body: CreateItemsRequest, state: StateDep, upsert: bool =
         else NewRow(uuid.uuid4().hex, None, None, item)
         for item in body.items
     ]
+    release_body(request)
     repeated = [item_id for item_id, n in Counter(r.id for r in rows).items() if n > 1]
     if repeated:
         raise ServiceError(
