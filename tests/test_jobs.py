@@ -177,6 +177,7 @@ def job_count(client) -> int:
         ({"dataset": "digits", "loss": "magic"}, 422, "loss"),
         ({"dataset": "digits", "epochs": 0}, 422, "epochs"),
         ({"dataset": "digits", "batch_size": 4, "samples_per_class": 8}, 422, "samples_per_class"),
+        ({"dataset": "digits", "batch_size": 15, "samples_per_class": 8}, 422, "batch_size >= 16"),
         ({"dataset": "digits", "name": "toy-vec"}, 409, "already exists"),
         ({"dataset": "digits", "name": "../x"}, 422, "name"),
         ({"dataset": "digits", "bogus": 1}, 422, "bogus"),

@@ -85,8 +85,12 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:
-        if self.samples_per_class > self.batch_size:
-            raise ValueError("samples_per_class must not exceed batch_size")
+        if self.batch_size // self.samples_per_class < 2:  # the P×K sampler needs P >= 2 classes per batch
+            raise ValueError(
+                f"batch_size {self.batch_size} holds fewer than 2 classes of samples_per_class "
+                f"{self.samples_per_class}: use batch_size >= {2 * self.samples_per_class} "
+                "or a smaller samples_per_class"
+            )
         if self.val_fraction + self.calib_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + calib_fraction + test_fraction must stay below 0.9")
         return self
