@@ -9,11 +9,17 @@ JPEG file, sent base64-encoded), or a dict in the API's own shape; where a route
 ``{"id": "..."}`` names an indexed item. Embeddings come back as float32 numpy arrays. Every non-2xx
 answer raises ``ApiError`` (a subclass per common status), carrying the server's ``detail``.
 
+Training runs as jobs on the service's worker:
+
+    ds = client.upload_dataset("arrows.npz")             # optional: or a built-in name such as "digits"
+    job = client.wait_job(client.train({"dataset": ds.id, "epochs": 5}).id)
+    if job.status == "succeeded":
+        print(client.model_report(job.model_id).markdown)
+
 This module imports only httpx, numpy, pydantic and the service's response schemas (which import
 nothing heavier), so users need neither torch nor FastAPI. Each route is described once, as a ``_Call``
 (request + parser), and both clients send it: the two classes differ only in ``await``. New routes
-(training jobs, data sets) follow the same pattern, or use ``_request`` directly for anything unusual
-(multipart uploads pass ``files=`` through it).
+follow the same pattern, or use ``_request`` directly for anything unusual.
 """
 
 from __future__ import annotations
@@ -24,25 +30,33 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
 import numpy as np
 from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic_core import to_jsonable_python
 
 from service.schemas import (
     ActivationOut,
     ClassifyResponse,
+    DatasetOut,
     ItemOut,
+    JobCreated,
+    JobList,
+    JobOut,
     ModelOut,
+    ReportOut,
     SearchResponse,
     SimilarityResponse,
     VerifyResponse,
 )
+from trainer.config import TrainConfig
 
 __all__ = [
     "ActivationOut",
@@ -52,17 +66,23 @@ __all__ = [
     "ClassifyResponse",
     "Client",
     "ConflictError",
+    "DatasetOut",
     "Embeddings",
     "Info",
     "Item",
     "ItemPage",
+    "JobCreated",
+    "JobList",
+    "JobOut",
     "ModelOut",
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
     "Ready",
+    "ReportOut",
     "SearchResponse",
     "SimilarityResponse",
+    "TrainConfig",
     "UnavailableError",
     "UnprocessableError",
     "VerifyResponse",
@@ -76,6 +96,9 @@ ItemLike = (
     np.ndarray | Sequence[float] | bytes | bytearray | memoryview | os.PathLike[str] | Mapping[str, Any]
 )
 Items = Sequence[ItemLike] | np.ndarray
+Upload = str | os.PathLike[str] | tuple[str, bytes | BinaryIO]  # a file, or (file name, its content)
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_OVER = frozenset({"succeeded", "failed", "cancelled"})  # a job in one of these never changes again
 
 
 # -- errors ------------------------------------------------------------------------------------------
@@ -105,11 +128,12 @@ class AuthenticationError(ApiError):
 
 
 class NotFoundError(ApiError):
-    """404: no item or model with that id."""
+    """404: no item, model, job or data set with that id (or a model without a report)."""
 
 
 class ConflictError(ApiError):
-    """409: the id exists (pass ``upsert=True``), the index is empty, no threshold, or activation refused."""
+    """409: the id exists (pass ``upsert=True``), the index is empty, no threshold, activation refused,
+    a model or pending job has the training run's name, or the job is over and cannot be cancelled."""
 
 
 class PayloadTooLargeError(ApiError):
@@ -117,7 +141,8 @@ class PayloadTooLargeError(ApiError):
 
 
 class UnprocessableError(ApiError):
-    """422: an item the model cannot take, or a parameter out of range."""
+    """422: an item the model cannot take, a parameter out of range, or a training config or data set
+    the service refuses."""
 
 
 class OverloadedError(ApiError):
@@ -232,6 +257,7 @@ class Info(BaseModel):
 
 
 _MODELS = TypeAdapter(list[ModelOut])
+_DATASETS = TypeAdapter(list[DatasetOut])
 
 
 def _item(data: Mapping[str, Any]) -> Item:
@@ -346,6 +372,28 @@ def _path_id(value: str) -> str:
     return quote(value, safe="")
 
 
+def _train_body(config: Mapping[str, Any] | TrainConfig, activate: bool) -> dict[str, Any]:
+    """A ``TrainConfig`` sends only the fields it was given, so the server's defaults fill the rest."""
+    if isinstance(config, TrainConfig):
+        body = config.model_dump(mode="json", include=set(config.model_fields_set))
+    else:
+        body = to_jsonable_python(dict(config))  # nested models (ItemsSource), paths: plain JSON
+    if activate:
+        body["activate"] = True  # else the config's own "activate" (if any) stands
+    return body
+
+
+@contextmanager
+def _open_upload(file: Upload) -> Iterator[tuple[str, bytes | BinaryIO]]:
+    """``(file name, content)`` for a multipart part: a path is opened (streamed, then closed)."""
+    if isinstance(file, tuple):
+        yield file
+        return
+    path = Path(file)
+    with path.open("rb") as content:
+        yield path.name, content
+
+
 # -- routes, described once --------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Call(Generic[T]):
@@ -356,6 +404,8 @@ class _Call(Generic[T]):
     parse: Callable[[httpx.Response], T]
     body: Any = None
     params: Mapping[str, Any] | None = None
+    files: Mapping[str, Any] | None = None  # multipart parts (an upload); then ``data`` holds its form fields
+    data: Mapping[str, str] | None = None
 
 
 def _none(response: httpx.Response) -> None:
@@ -367,7 +417,7 @@ def _json(response: httpx.Response) -> Any:
 
 
 class _Calls:
-    """Builders for every route of the current API (``/train``, ``/jobs``, ``/datasets``: add here)."""
+    """Builders for every route of the current API (a new route: add it here, then to both clients)."""
 
     @staticmethod
     def embed(items: Items) -> _Call[Embeddings]:
@@ -436,6 +486,40 @@ class _Calls:
     @staticmethod
     def activate_model(model_id: str) -> _Call[ActivationOut]:
         return _Call("POST", f"/models/{_path_id(model_id)}/activate", _model(ActivationOut))
+
+    @staticmethod
+    def model_report(model_id: str) -> _Call[ReportOut]:
+        return _Call("GET", f"/models/{_path_id(model_id)}/report", _model(ReportOut))
+
+    @staticmethod
+    def train(config: Mapping[str, Any] | TrainConfig, activate: bool) -> _Call[JobCreated]:
+        return _Call("POST", "/train", _model(JobCreated), _train_body(config, activate))
+
+    @staticmethod
+    def jobs(status: JobStatus | None, limit: int, offset: int) -> _Call[JobList]:
+        params = _drop_none({"status": status, "limit": limit, "offset": offset})
+        return _Call("GET", "/jobs", _model(JobList), params=params)
+
+    @staticmethod
+    def job(job_id: str) -> _Call[JobOut]:
+        return _Call("GET", f"/jobs/{_path_id(job_id)}", _model(JobOut))
+
+    @staticmethod
+    def cancel_job(job_id: str) -> _Call[JobOut]:
+        return _Call("POST", f"/jobs/{_path_id(job_id)}/cancel", _model(JobOut))
+
+    @staticmethod
+    def upload_dataset(upload: tuple[str, bytes | BinaryIO], label_column: str | None) -> _Call[DatasetOut]:
+        form = _drop_none({"label_column": label_column})
+        return _Call("POST", "/datasets", _model(DatasetOut), files={"file": upload}, data=form)
+
+    @staticmethod
+    def datasets() -> _Call[list[DatasetOut]]:
+        return _Call("GET", "/datasets", lambda r: _DATASETS.validate_json(r.content))
+
+    @staticmethod
+    def dataset(dataset_id: str) -> _Call[DatasetOut]:
+        return _Call("GET", f"/datasets/{_path_id(dataset_id)}", _model(DatasetOut))
 
     @staticmethod
     def health() -> _Call[dict[str, Any]]:
@@ -521,7 +605,10 @@ class Client:
         return response
 
     def _send(self, call: _Call[T]) -> T:
-        return call.parse(self._request(call.method, call.path, json=call.body, params=call.params))
+        response = self._request(
+            call.method, call.path, json=call.body, params=call.params, files=call.files, data=call.data
+        )
+        return call.parse(response)
 
     def embed(self, items: Items) -> Embeddings:
         """Embed items with the active model; nothing is stored."""
@@ -606,6 +693,57 @@ class Client:
                 raise TimeoutError(f"model {model_id} not active after {timeout}s")
             time.sleep(interval)
 
+    def model_report(self, model_id: str) -> ReportOut:
+        """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
+        return self._send(_Calls.model_report(model_id))
+
+    def train(self, config: Mapping[str, Any] | TrainConfig, *, activate: bool = False) -> JobCreated:
+        """Queue a training job (the trainer's config: a dict or ``TrainConfig``); the whole config is
+        checked now (422/409), the job runs on the service's worker. Follow it with ``wait_job``."""
+        return self._send(_Calls.train(config, activate))
+
+    def jobs(self, *, status: JobStatus | None = None, limit: int = 100, offset: int = 0) -> JobList:
+        """One page of training jobs, newest first (optionally of one status)."""
+        return self._send(_Calls.jobs(status, limit, offset))
+
+    def job(self, job_id: str) -> JobOut:
+        """One job: status, progress, per-epoch metrics, log tail, error, resulting model."""
+        return self._send(_Calls.job(job_id))
+
+    def cancel_job(self, job_id: str) -> JobOut:
+        """Cancel a queued job at once, or ask a running one to stop; a finished one is a 409."""
+        return self._send(_Calls.cancel_job(job_id))
+
+    def wait_job(self, job_id: str, timeout: float = 3600.0, interval: float = 1.0) -> JobOut:
+        """Poll ``/jobs/{id}`` until the job is over (succeeded, failed or cancelled), or TimeoutError.
+
+        A failed or cancelled job is returned, not raised: check ``status`` and ``error``. With
+        ``activate``, the activation follows the job: ``wait_active(job.model_id)`` waits for it too.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.status in JOB_OVER:
+                return job
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+            time.sleep(interval)
+
+    def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
+        """Upload a .npz (x, y[, label_names]) or .csv data set, checked as the trainer would load it;
+        train on it with ``train({"dataset": out.id})``. ``label_column`` names a .csv's labels: the
+        service does not keep it, so give the same ``label_column`` to ``train``."""
+        with _open_upload(file) as upload:
+            return self._send(_Calls.upload_dataset(upload, label_column))
+
+    def datasets(self) -> list[DatasetOut]:
+        """Uploaded data sets, newest first."""
+        return self._send(_Calls.datasets())
+
+    def dataset(self, dataset_id: str) -> DatasetOut:
+        """One uploaded data set."""
+        return self._send(_Calls.dataset(dataset_id))
+
     def health(self) -> dict[str, Any]:
         """Liveness (needs no API key)."""
         return self._send(_Calls.health())
@@ -675,7 +813,10 @@ class AsyncClient:
         return response
 
     async def _send(self, call: _Call[T]) -> T:
-        return call.parse(await self._request(call.method, call.path, json=call.body, params=call.params))
+        response = await self._request(
+            call.method, call.path, json=call.body, params=call.params, files=call.files, data=call.data
+        )
+        return call.parse(response)
 
     async def embed(self, items: Items) -> Embeddings:
         """Embed items with the active model; nothing is stored."""
@@ -747,6 +888,50 @@ class AsyncClient:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"model {model_id} not active after {timeout}s")
             await asyncio.sleep(interval)
+
+    async def model_report(self, model_id: str) -> ReportOut:
+        """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
+        return await self._send(_Calls.model_report(model_id))
+
+    async def train(self, config: Mapping[str, Any] | TrainConfig, *, activate: bool = False) -> JobCreated:
+        """Queue a training job (checked now, run by the service's worker); see ``Client.train``."""
+        return await self._send(_Calls.train(config, activate))
+
+    async def jobs(self, *, status: JobStatus | None = None, limit: int = 100, offset: int = 0) -> JobList:
+        """One page of training jobs, newest first (optionally of one status)."""
+        return await self._send(_Calls.jobs(status, limit, offset))
+
+    async def job(self, job_id: str) -> JobOut:
+        """One job: status, progress, per-epoch metrics, log tail, error, resulting model."""
+        return await self._send(_Calls.job(job_id))
+
+    async def cancel_job(self, job_id: str) -> JobOut:
+        """Cancel a queued job at once, or ask a running one to stop; a finished one is a 409."""
+        return await self._send(_Calls.cancel_job(job_id))
+
+    async def wait_job(self, job_id: str, timeout: float = 3600.0, interval: float = 1.0) -> JobOut:
+        """Poll ``/jobs/{id}`` until the job is over, or TimeoutError; a failed job is returned."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(job_id)
+            if job.status in JOB_OVER:
+                return job
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
+            await asyncio.sleep(interval)
+
+    async def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
+        """Upload a .npz or .csv data set for ``train``; see ``Client.upload_dataset``."""
+        with _open_upload(file) as upload:
+            return await self._send(_Calls.upload_dataset(upload, label_column))
+
+    async def datasets(self) -> list[DatasetOut]:
+        """Uploaded data sets, newest first."""
+        return await self._send(_Calls.datasets())
+
+    async def dataset(self, dataset_id: str) -> DatasetOut:
+        """One uploaded data set."""
+        return await self._send(_Calls.dataset(dataset_id))
 
     async def health(self) -> dict[str, Any]:
         """Liveness (needs no API key)."""

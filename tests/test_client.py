@@ -1,18 +1,23 @@
 """``service.client`` end to end: Client and AsyncClient against a real ``python -m service`` process.
 
-One server (with an API key, an image model and a second registered model) serves the whole module;
-each test uses its own ids and labels, and the activation test restores the model it started with.
+One server (with an API key, an image model and a second registered model, and no training worker, so
+jobs stay queued) serves most of the module; each test uses its own ids and labels, and the activation
+test restores the model it started with. A second server, with a worker and no model, runs real
+training jobs on tiny configs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import json
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,6 +32,7 @@ from service.client import (
     ConflictError,
     NotFoundError,
     OverloadedError,
+    TrainConfig,
     UnprocessableError,
     encode_items,
 )
@@ -56,6 +62,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def client(server: ServerProcess) -> Iterator[Client]:
     with Client(server.url, api_key=KEY, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def trainer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with its training worker and no model yet (jobs run; the first activation needs none)."""
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("client-train") / "data", worker=True, env={"EMBED_API_KEY": KEY}
+    )
+    try:
+        proc.wait_ready(path="/health")
+        yield proc
+    finally:
+        proc.stop()
+
+
+# digits in seconds on two cores: one small MLP, two epochs
+TINY: dict[str, Any] = {
+    "epochs": 2,
+    "hidden": [32],
+    "embedding_dim": 16,
+    "projection_dim": 0,
+    "patience": 0,
+}
 
 
 def patterns(n: int, seed: int) -> np.ndarray:
@@ -295,3 +324,222 @@ def test_batches_encode_without_the_server():
     ]
     with pytest.raises(TypeError):
         encode_items([object()])  # type: ignore[list-item]
+
+
+def npz(x: np.ndarray, y: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y)
+    return buffer.getvalue()
+
+
+def arrows() -> tuple[np.ndarray, np.ndarray]:
+    """120 six-value vectors in three well separated classes."""
+    y = np.repeat(np.array(["left", "right", "up"]), 40)
+    x = np.random.default_rng(0).normal(size=(120, 6)) + np.repeat(np.eye(3, 6) * 4, 40, axis=0)
+    return x.astype(np.float32), y
+
+
+def test_jobs_queue_list_and_cancel(client: Client):
+    """No worker on this server: jobs stay queued, which is what cancelling and timing out need."""
+    before = client.jobs().total
+    first = client.train({"dataset": "digits", "epochs": 1, "name": "q-first"})
+    assert first.status == "queued" and first.model_id == "q-first" and first.id.startswith("job-")
+    second = client.train(TrainConfig(epochs=3, hidden=[8], name="q-second"), activate=True)
+    job = client.job(second.id)
+    assert (job.id, job.status, job.model_id, job.dataset) == (second.id, "queued", "q-second", "digits")
+    assert job.activate and job.config["epochs"] == 3 and job.config["hidden"] == [8]
+    assert job.worker_id is None and job.started_at is None and job.metrics == []
+    assert not client.job(first.id).activate
+
+    with pytest.raises(ConflictError) as taken:  # a pending job holds the name
+        client.train({"name": "q-first"})
+    assert taken.value.status_code == 409 and "q-first" in taken.value.detail
+    with pytest.raises(TimeoutError, match="still queued"):
+        client.wait_job(first.id, timeout=0.3, interval=0.05)
+
+    page = client.jobs(status="queued")
+    assert [j.id for j in page.jobs][:2] == [second.id, first.id]  # newest first
+    older = client.jobs(status="queued", limit=1, offset=1)
+    assert [j.id for j in older.jobs] == [first.id]
+    assert (older.total, older.limit, older.offset) == (page.total, 1, 1)
+
+    cancelled = client.cancel_job(first.id)
+    assert cancelled.status == "cancelled" and cancelled.cancel_requested
+    assert cancelled.error == "cancelled before it started" and cancelled.finished_at is not None
+    assert client.wait_job(first.id, timeout=0).status == "cancelled"  # over: returned, not raised
+    with pytest.raises(ConflictError) as again:
+        client.cancel_job(first.id)
+    assert "already cancelled" in again.value.detail
+    assert client.jobs(status="cancelled").jobs[0].id == first.id
+    assert [j.id for j in client.jobs(status="queued").jobs][:1] == [second.id]
+    assert client.jobs(status="queued").total == page.total - 1
+    assert client.cancel_job(second.id).status == "cancelled"
+    assert client.jobs().total == before + 2
+
+
+def test_training_errors_are_typed(client: Client, server: ServerProcess):
+    before = client.jobs().total
+    with pytest.raises(NotFoundError) as missing:
+        client.job("job-nope")
+    assert missing.value.status_code == 404 and "job-nope" in missing.value.detail
+    with pytest.raises(NotFoundError):
+        client.cancel_job("job-nope")
+    with pytest.raises(NotFoundError):
+        client.dataset("ds-nope")
+    with pytest.raises(NotFoundError) as no_model:
+        client.model_report("no-such-model")
+    assert "no-such-model" in no_model.value.detail
+    with pytest.raises(NotFoundError) as no_report:  # registered, but not trained here: no report.md
+        client.model_report(MAIN)
+    assert "report.md" in no_report.value.detail
+
+    with pytest.raises(UnprocessableError) as bad_lr:  # FastAPI's validation of the config
+        client.train({"dataset": "digits", "lr": -1})
+    assert bad_lr.value.detail[0]["loc"][-1] == "lr" and "body.lr: " in str(bad_lr.value)
+    with pytest.raises(UnprocessableError) as unknown:
+        client.train({"epochs": 1, "epoch": 2})  # a misspelt field is refused, not ignored
+    assert unknown.value.detail[0]["loc"][-1] == "epoch"
+    with pytest.raises(UnprocessableError) as no_data:  # the service's own check of the data set
+        client.train({"dataset": "nope.npz"})
+    assert "not a built-in data set" in no_data.value.detail
+    with pytest.raises(UnprocessableError) as nothing_stored:
+        client.train({"dataset": {"source": "items"}, "loss": "triplet"})  # the items are images and vectors
+    assert nothing_stored.value.detail.startswith("dataset: ")
+    with pytest.raises(UnprocessableError):
+        client.jobs(limit=0)
+    with pytest.raises(ValueError, match="NaN"):  # refused before sending
+        client.train({"lr": float("nan")})
+    assert client.jobs().total == before  # nothing above was queued
+
+    with Client(server.url) as anonymous, pytest.raises(AuthenticationError):
+        anonymous.jobs()
+
+
+def test_dataset_uploads(client: Client, tmp_path: Path):
+    x, y = arrows()
+    ds = client.upload_dataset(("arrows.npz", npz(x, y)))
+    assert ds.id.startswith("ds-") and ds.original_name == "arrows.npz" and ds.filename == f"{ds.id}.npz"
+    assert (ds.n, ds.classes, ds.shape) == (120, ["left", "right", "up"], [6])
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("a,b,kind\n" + "".join(f"{i},{i % 3},k{i % 2}\n" for i in range(8)))
+    table = client.upload_dataset(csv, label_column="kind")  # a path, streamed from the file
+    assert (table.original_name, table.n, table.classes, table.shape) == ("pairs.csv", 8, ["k0", "k1"], [2])
+    assert [d.id for d in client.datasets()][:2] == [table.id, ds.id]
+    assert client.dataset(ds.id) == ds
+
+    job = client.train({"dataset": ds.id, "epochs": 1, "name": "ds-queued"})
+    assert client.job(job.id).dataset == f"datasets/{ds.filename}"
+    client.cancel_job(job.id)
+
+    with pytest.raises(UnprocessableError) as wrong_kind:
+        client.upload_dataset(("notes.txt", b"hello"))
+    assert "not a .npz or .csv" in wrong_kind.value.detail
+    with pytest.raises(UnprocessableError) as bad_column:
+        client.upload_dataset(csv, label_column="nope")
+    assert "nope" in bad_column.value.detail
+
+
+def test_train_wait_and_report(trainer_server: ServerProcess):
+    with Client(trainer_server.url, api_key=KEY) as c:
+        created = c.train(TrainConfig(dataset="digits", name="cl-digits", **TINY))
+        job = c.wait_job(created.id, timeout=60, interval=0.2)
+        assert job.status == "succeeded", (job.error, job.log[-2000:])
+        assert job.model_id == "cl-digits" and [m["epoch"] for m in job.metrics] == [1, 2]
+        assert job.result is not None and job.result["knn_5_accuracy"] > 0.6
+        assert job.activation is None  # not asked to activate
+
+        model = c.model("cl-digits")
+        assert not model.active and model.card["embedding_dim"] == 16
+        assert "cl-digits" in [m.id for m in c.models()]
+        report = c.model_report("cl-digits")
+        assert report.model_id == "cl-digits" and report.markdown.startswith("# Model")
+        assert (
+            report.files["report.md"] == "/models/cl-digits/files/report.md" and "curves.png" in report.files
+        )
+        assert c.jobs(status="succeeded").jobs[0].id == created.id
+
+
+def test_async_client_trains_on_an_upload_and_activates(trainer_server: ServerProcess, tmp_path: Path):
+    x, y = arrows()
+    file = tmp_path / "arrows.npz"
+    file.write_bytes(npz(x, y))
+
+    async def main() -> None:
+        async with AsyncClient(trainer_server.url, api_key=KEY) as c:
+            ds = await c.upload_dataset(file)
+            assert ds.n == 120 and ds.id in [d.id for d in await c.datasets()]
+            assert (await c.dataset(ds.id)).classes == ["left", "right", "up"]
+            config = {**TINY, "dataset": ds.id, "name": "cl-arrows"}
+            created = await c.train(config, activate=True)
+            assert (await c.job(created.id)).activate
+            with pytest.raises(ConflictError):
+                await c.train(config)  # the name is taken while the job is pending
+            job = await c.wait_job(created.id, timeout=60, interval=0.2)
+            assert job.status == "succeeded", (job.error, job.log[-2000:])
+            assert job.dataset == f"datasets/{ds.filename}"
+            model = await c.wait_active("cl-arrows", timeout=30)
+            assert model.card["dataset"]["label_names"] == ["left", "right", "up"]
+            assert (await c.ready()).model == "cl-arrows"
+            assert (await c.model_report("cl-arrows")).markdown.startswith("# Model")
+            assert created.id in [j.id for j in (await c.jobs(status="succeeded")).jobs]
+            with pytest.raises(ConflictError) as over:
+                await c.cancel_job(created.id)
+            assert "already succeeded" in over.value.detail
+            with pytest.raises(NotFoundError):
+                await c.job("job-nope")
+            with pytest.raises(UnprocessableError):
+                await c.train({"dataset": ds.id, "batch_size": 1})
+
+    asyncio.run(main())
+
+
+def test_wait_job_returns_a_failed_job_and_polls_until_then():
+    """A failed job is an answer, not an error: the caller decides (mock transport, no training needed)."""
+    statuses = iter(["queued", "running", "failed"])
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        status = next(statuses)
+        job = {
+            "id": "job-1",
+            "status": status,
+            "model_id": "m",
+            "dataset": "digits",
+            "config": {},
+            "activate": False,
+            "progress": {},
+            "metrics": [],
+            "error": "boom" if status == "failed" else None,
+            "log": "",
+            "attempts": 1,
+            "worker_id": None,
+            "cancel_requested": False,
+            "created_at": "2025-01-01T00:00:00Z",
+            "started_at": None,
+            "finished_at": None,
+            "heartbeat_at": None,
+        }
+        return httpx.Response(200, json=job)
+
+    with Client("http://test", transport=httpx.MockTransport(handler)) as c:
+        job = c.wait_job("job-1", timeout=5, interval=0.01)
+    assert (job.status, job.error) == ("failed", "boom") and seen == ["/jobs/job-1"] * 3
+
+
+def test_train_sends_only_what_the_config_sets():
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(202, json={"id": "job-1", "status": "queued", "model_id": "m"})
+
+    with Client("http://test", transport=httpx.MockTransport(handler)) as c:
+        c.train(TrainConfig(epochs=3, name="m"))
+        c.train(TrainConfig(dataset={"source": "items"}), activate=True)  # type: ignore[arg-type]
+        c.train({"epochs": 1, "activate": True})
+    assert bodies == [
+        {"epochs": 3, "name": "m"},
+        {"dataset": {"source": "items"}, "activate": True},
+        {"epochs": 1, "activate": True},
+    ]
