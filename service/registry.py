@@ -256,6 +256,13 @@ def _store_embeddings(
         session.commit()
 
 
+def record_failed_activation(state: ServiceState, model_id: str, error: str) -> None:
+    """Show an activation that failed before it could start (e.g. a job's ``activate``) on the model."""
+    if not state.activation_mutex.locked():  # never hide a running activation's progress
+        failed = {"model_id": model_id, "status": "failed", "done": 0, "total": None, "error": error}
+        state.activation = failed
+
+
 def start_activation(state: ServiceState, model_id: str) -> str:
     """Activate in a background thread; returns "active" (nothing to do) or "activating"."""
     if state.runtime is not None and state.runtime.model_id == model_id:

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from service import jobs
 from service.config import Settings
 from service.errors import ErrorCode, ServiceError
-from service.registry import active_model_id, register_model_dir, start_activation
+from service.registry import active_model_id, record_failed_activation, register_model_dir, start_activation
 from service.state import ServiceState
 from service.store import JobRow
 
@@ -192,9 +192,11 @@ def _follow_activations(state: ServiceState) -> None:
             if exc.code is ErrorCode.CONFLICT and state.activation_mutex.locked():
                 return  # a user's activation started in between; try again next pass
             _set_activation(state, job_id, f"failed: {exc.detail}")
+            record_failed_activation(state, model_id, exc.detail)
             continue
         except Exception as exc:  # noqa: BLE001 - an unusable model must not stop housekeeping
             _set_activation(state, job_id, f"failed: {exc}")
+            record_failed_activation(state, model_id, str(exc))
             continue
         _set_activation(state, job_id, "active" if status == "active" else "activating")
         logger.info("job %s: activating model %s", job_id, model_id)

@@ -6,18 +6,23 @@ End-to-end runs with a real worker process are in ``test_jobs_e2e.py``.
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import make_settings, model_dir
+from service_helpers import REPO, make_settings, model_dir
 from sqlalchemy import select, update
 
 from service import jobs
 from service.app import create_app
 from service.store import JobRow, open_db
+from service.supervisor import maintain_jobs
+from trainer.data import load_dataset
 
 
 @pytest.fixture()
@@ -274,6 +279,35 @@ def test_dataset_upload_validates_and_is_trainable(client):
     csv = b"f1,f2,kind\n1,2,a\n2,3,a\n5,5,b\n6,5,b\n"
     response = client.post("/datasets", files={"file": ("t.csv", csv)}, data={"label_column": "kind"})
     assert response.status_code == 201 and response.json()["classes"] == ["a", "b"]
+    # kept as what was validated, so a job needs no label_column to read it
+    stored = client.app.state.service.settings.datasets_dir / response.json()["filename"]
+    assert stored.suffix == ".npz" and response.json()["original_name"] == "t.csv"
+    data = load_dataset(str(stored))
+    assert data.label_names == ["a", "b"] and data.y.tolist() == [0, 0, 1, 1]
+    np.testing.assert_array_equal(data.x, [[1, 2], [2, 3], [5, 5], [6, 5]])
+
+
+def test_a_failed_job_names_files_relative_to_the_data_dir(tmp_path):
+    data_dir = tmp_path / "data"
+    (data_dir / "datasets").mkdir(parents=True)
+    (data_dir / "datasets" / "broken.npz").write_bytes(b"not a zip")
+    engine, factory = open_db(f"sqlite:///{data_dir / 'service.db'}")
+    with factory() as session:
+        job_id = jobs.enqueue(
+            session,
+            job_id="j-broken",
+            config={"dataset": "broken.npz"},
+            dataset_spec="datasets/broken.npz",
+            model_id="broken",
+            activate=False,
+        ).id
+    cmd = [sys.executable, "-m", "trainer", "worker", "--data-dir", str(data_dir), "--once"]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
+    with factory() as session:
+        job = session.scalars(select(JobRow).where(JobRow.id == job_id)).one()
+        assert job.status == "failed" and "datasets/broken.npz" in job.error, job.error
+        assert str(tmp_path) not in job.error, "no server path in what API users see"
+    engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -337,3 +371,25 @@ def test_report_routes_serve_only_report_files(client, tmp_path):
     assert client.get(f"/models/rep/files/{'a' * 300}.png").status_code == 404
     assert client.get("/models/toy-vec/report").status_code == 404
     assert client.get("/models/nope/report").status_code == 404
+
+
+def test_a_job_activation_refused_is_shown_on_the_model(client):
+    """A job asked to activate a model that cannot read the stored items: the job and the model say so."""
+    client.post("/items", json={"items": [{"vector": [1.0] * 8, "label": "a"}]})
+    state = client.app.state.service
+    shutil.copytree(model_dir("wide", dim=4), state.settings.models_dir / "wide")  # reads 4-d vectors
+    with state.session() as session:
+        jobs.enqueue(
+            session, job_id="j-wide", config={}, dataset_spec="digits", model_id="wide", activate=True
+        )
+    with state.session() as session:
+        finished = {"status": "succeeded", "activation": "pending"}  # as jobs.finish leaves it
+        session.execute(update(JobRow).where(JobRow.id == "j-wide").values(**finished))
+        session.commit()
+    maintain_jobs(state)
+    job = client.get("/jobs/j-wide").json()
+    assert job["activation"].startswith("failed:") and "length 4" in job["activation"], job
+    model = client.get("/models/wide").json()
+    assert model["active"] is False and model["activation"]["status"] == "failed"
+    assert model["activation"]["error"] in job["activation"]
+    assert client.get("/info").json()["model"]["model_id"] == "toy-vec", "the old model keeps serving"

@@ -175,7 +175,7 @@ class Worker:
             return  # the checkpoint stays for whoever resumes the job
         except (DataError, TrainError, ValueError, FileExistsError) as exc:
             log.error("job %s failed: %s", job.id, exc)
-            error = str(exc)
+            error = self._without_data_dir(str(exc))
         except Exception as exc:  # noqa: BLE001 - a job must end failed, never stay "running"
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             error = f"internal error: {type(exc).__name__}: {exc}"
@@ -188,6 +188,12 @@ class Worker:
             shutil.rmtree(self._run_dir(job), ignore_errors=True)
         else:
             log.warning("job %s was taken from this worker meanwhile; its result is dropped", job.id)
+
+    def _without_data_dir(self, message: str) -> str:
+        """Job errors are shown to API users: name files relative to the data dir, not by server path."""
+        for root in {str(self.settings.data_dir.resolve()), str(self.settings.data_dir)}:
+            message = message.replace(root.rstrip(os.sep) + os.sep, "")
+        return message
 
     # -- one job ---------------------------------------------------------------------------------
     def _train(self, job: JobRow, beat: _Heartbeat, tail: LogTail) -> dict[str, float]:

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Form, UploadFile
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from service.errors import ErrorCode, ServiceError
 from service.schemas import DatasetOut
 from service.state import ServiceState
 from service.store import DatasetRow
-from trainer.data import DataError, load_dataset
+from trainer.data import DataError, Dataset, load_dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 UPLOAD_SUFFIXES = (".npz", ".csv")
@@ -50,6 +51,11 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
         except DataError as exc:
             message = str(exc).replace(str(tmp), name).replace(tmp.name, name)
             raise ServiceError(ErrorCode.INVALID_REQUEST, f"file: {message}") from exc
+        if suffix == ".csv":  # kept as .npz: exactly what was validated, no label column to remember
+            tmp.unlink()
+            tmp = tmp.with_suffix(".npz")
+            _write_npz(tmp, data)
+            suffix = ".npz"
         final = folder / f"{dataset_id}{suffix}"
         tmp.chmod(0o644)  # mkstemp makes it private; a worker may run as another user
         row = DatasetRow(
@@ -73,6 +79,13 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
     finally:
         tmp.unlink(missing_ok=True)
     return _view(row)
+
+
+def _write_npz(path: Path, data: Dataset) -> None:
+    with path.open("wb") as out:
+        np.savez(out, x=data.x, y=data.y, label_names=np.asarray(data.label_names))
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _check_unpacked_size(path: Path, limit: int) -> None:
