@@ -29,7 +29,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -538,12 +538,56 @@ class _Calls:
         return _Call("GET", "/metrics", lambda r: r.text)
 
 
+def _job_over(job: JobOut) -> bool:
+    return job.status in JOB_OVER
+
+
+def _still(job: JobOut) -> str:
+    return f"job {job.id} still {job.status}"
+
+
+def _not_active(model: ModelOut) -> str:
+    return f"model {model.id} not active"
+
+
 def _activation_over(model: ModelOut) -> bool:
     """True once ``model`` is active with no activation of it still running; raises if it failed."""
     status = (model.activation or {}).get("status")
     if status == "failed":
         raise RuntimeError(f"activation of model {model.id} failed: {(model.activation or {}).get('error')}")
     return model.active and status != "running"
+
+
+def _poll(
+    fetch: Callable[[], T],
+    over: Callable[[T], bool],
+    timeout: float,
+    interval: float,
+    what: Callable[[T], str],
+) -> T:
+    """Call ``fetch`` every ``interval`` seconds until ``over`` holds; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not over(value := fetch()):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what(value)} after {timeout}s")
+        time.sleep(interval)
+    return value
+
+
+async def _apoll(
+    fetch: Callable[[], Awaitable[T]],
+    over: Callable[[T], bool],
+    timeout: float,
+    interval: float,
+    what: Callable[[T], str],
+) -> T:
+    """``_poll`` for the async client."""
+    deadline = time.monotonic() + timeout
+    while not over(value := await fetch()):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what(value)} after {timeout}s")
+        await asyncio.sleep(interval)
+    return value
 
 
 def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -684,14 +728,7 @@ class Client:
         ``active`` turns true a moment before the activation ends (it still writes the index snapshot),
         and another activation started in between is a 409; so this also waits for ``activation``.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            model = self.model(model_id)
-            if _activation_over(model):
-                return model
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"model {model_id} not active after {timeout}s")
-            time.sleep(interval)
+        return _poll(lambda: self.model(model_id), _activation_over, timeout, interval, _not_active)
 
     def model_report(self, model_id: str) -> ReportOut:
         """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
@@ -720,14 +757,7 @@ class Client:
         A failed or cancelled job is returned, not raised: check ``status`` and ``error``. With
         ``activate``, the activation follows the job: ``wait_active(job.model_id)`` waits for it too.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if job.status in JOB_OVER:
-                return job
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
-            time.sleep(interval)
+        return _poll(lambda: self.job(job_id), _job_over, timeout, interval, _still)
 
     def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
         """Upload a .npz (x, y[, label_names]) or .csv data set, checked as the trainer would load it;
@@ -880,14 +910,7 @@ class AsyncClient:
 
     async def wait_active(self, model_id: str, timeout: float = 120.0, interval: float = 0.1) -> ModelOut:
         """Poll ``/models/{id}`` until the model is active and its activation is over (see ``Client``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            model = await self.model(model_id)
-            if _activation_over(model):
-                return model
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"model {model_id} not active after {timeout}s")
-            await asyncio.sleep(interval)
+        return await _apoll(lambda: self.model(model_id), _activation_over, timeout, interval, _not_active)
 
     async def model_report(self, model_id: str) -> ReportOut:
         """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
@@ -911,14 +934,7 @@ class AsyncClient:
 
     async def wait_job(self, job_id: str, timeout: float = 3600.0, interval: float = 1.0) -> JobOut:
         """Poll ``/jobs/{id}`` until the job is over, or TimeoutError; a failed job is returned."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = await self.job(job_id)
-            if job.status in JOB_OVER:
-                return job
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout}s")
-            await asyncio.sleep(interval)
+        return await _apoll(lambda: self.job(job_id), _job_over, timeout, interval, _still)
 
     async def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
         """Upload a .npz or .csv data set for ``train``; see ``Client.upload_dataset``."""

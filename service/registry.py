@@ -289,14 +289,15 @@ def start_activation(state: ServiceState, model_id: str) -> str:
         status.update(done=done, total=total)
 
     def run() -> None:
+        outcome: dict[str, Any] = {"status": "done"}
         try:
             activate(state, encoder, progress)
-            status["status"] = "done"
         except Exception as exc:  # noqa: BLE001 - reported through GET /models/{id}
             logger.exception("activation of %s failed", model_id)
-            status.update(status="failed", error=str(getattr(exc, "detail", exc)))
+            outcome = {"status": "failed", "error": str(getattr(exc, "detail", exc))}
         finally:
             state.activation_mutex.release()
+            status.update(outcome)  # only now: whoever sees "done" can start the next activation at once
 
     threading.Thread(target=run, name=f"activate-{model_id}", daemon=True).start()
     return "activating"
