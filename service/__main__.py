@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.config import Settings
+from trainer.card import CardError, read_card
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)  # type: ignore[call-arg]
     except ValidationError as exc:
         sys.exit(f"invalid settings:\n{exc}")
+    if settings.model is not None:
+        try:  # the same check start-up makes, but answered with one line instead of a traceback
+            read_card(settings.model)
+        except CardError as exc:
+            sys.exit(f"error: --model {settings.model}: {exc}")
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

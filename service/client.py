@@ -335,8 +335,8 @@ def encode_items(items: Items) -> list[Any]:
 
 def _new_items(
     items: Items,
-    ids: Sequence[str] | None,
-    labels: Sequence[str | None] | None,
+    ids: Sequence[Any] | None,
+    labels: Sequence[Any] | None,
     metadata: Sequence[Mapping[str, Any] | None] | None,
 ) -> list[Any]:
     encoded = encode_items(items)
@@ -347,9 +347,9 @@ def _new_items(
     for i, item in enumerate(encoded):
         entry = dict(item) if isinstance(item, dict) else {"vector": item}  # a bare vector from an array
         if ids is not None:
-            entry["id"] = ids[i]
+            entry["id"] = str(ids[i])
         if labels is not None and labels[i] is not None:
-            entry["label"] = labels[i]
+            entry["label"] = str(labels[i])  # labels are strings to the service; numpy ints become "3"
         if metadata is not None and metadata[i] is not None:
             entry["metadata"] = dict(metadata[i] or {})
         out.append(entry)

@@ -64,7 +64,8 @@ class ServiceError(HTTPException):
 
 NO_MODEL_HINT = (
     "no active model: start the service with --model PATH_TO_MODEL_DIR (or EMBED_MODEL), "
-    "or activate a registered one with POST /models/{id}/activate (GET /models lists them)"
+    "activate a registered one with POST /models/{id}/activate (GET /models lists them), "
+    "or train one with POST /train (with activate: true)"
 )
 
 

@@ -165,6 +165,9 @@ def test_item_lifecycle(client: Client):
     assert err.value.status_code == 409 and "upsert" in err.value.detail
     assert client.add_items([x[3]], ids=["lc-0"], labels=["lc-c"], upsert=True) == ["lc-0"]
     assert client.get_item("lc-0").label == "lc-c"
+    # numpy labels, as scikit-learn data sets give them, are sent as strings
+    assert client.add_items([x[3]], ids=["lc-0"], labels=np.array([7]), upsert=True) == ["lc-0"]
+    assert client.get_item("lc-0").label == "7"
 
     client.delete_item("lc-0")
     with pytest.raises(NotFoundError) as missing:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from service_helpers import blobs, make_settings, model_dir, png_b64, vector_items
 
 from service.app import create_app
+from service.config import Settings
 from service.index import pair_distance
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,8 +41,10 @@ def test_health_ready_info_and_no_model_message(tmp_path):
         ]:
             r = c.request(method, path, json=body)
             assert r.status_code == 503 and "POST /models/{id}/activate" in r.json()["detail"], path
+            assert "POST /train" in r.json()["detail"], path
         info = c.get("/info").json()
         assert info["model"] is None and info["limits"]["max_items"] == 1024
+        assert info["limits"]["max_upload_bytes"] == Settings.model_fields["max_upload_bytes"].default
 
 
 def test_embed_returns_normalised_embeddings(client):

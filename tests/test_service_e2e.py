@@ -35,7 +35,8 @@ def test_an_unusable_model_stops_the_start_with_a_clear_message(tmp_path):
         text=True,
         timeout=120,
     )
-    assert out.returncode != 0 and "cannot start: cannot read model card" in out.stderr
+    assert out.returncode != 0 and "cannot read model card" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr, "one line, no traceback"
 
 
 def test_kill_9_loses_nothing_acknowledged(tmp_path):

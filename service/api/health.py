@@ -56,6 +56,7 @@ def read_info(state: StateDep) -> dict[str, Any]:
             "max_batch_size": s.max_batch_size,
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,
+            "max_upload_bytes": s.max_upload_bytes,
         },
     }
 
