@@ -22,7 +22,9 @@ import pytest
 
 from trainer.cli import main as cli_main
 from trainer.compare import (
+    LOSS_ORDER,
     CompareError,
+    cell_config,
     check_findings,
     grid_spec,
     group_runs,
@@ -201,6 +203,14 @@ def test_grid_spec_validates_and_pairs_batch_sizes_with_lrs():
     with pytest.raises(CompareError, match="paired"):
         grid_spec(batch_sizes=[32, 256], lrs=[0.1])
     assert cli_main(["compare", "--losses", "ce,bogus", "--out", "unused"]) == 2
+
+
+def test_every_loss_gets_a_valid_cell_config_with_only_its_own_parameters():
+    """TrainConfig refuses another loss's parameters: the grid's temperature goes to supcon/ntxent only."""
+    spec = grid_spec(losses=list(LOSS_ORDER), temperature=0.3)
+    for cell in spec.cells():
+        config = cell_config(spec, cell)
+        assert config.temperature == (0.3 if config.loss in ("supcon", "ntxent") else None), cell.name
 
 
 def test_an_out_dir_with_other_shared_settings_is_refused(quick_grid, tmp_path):

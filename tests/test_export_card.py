@@ -12,6 +12,7 @@ from torch import nn
 from trainer.card import CARD_VERSION, CardError, DatasetInfo, ImageInput, ModelCard, VectorInput, read_card
 from trainer.export import load_scripted, sha256_file, write_model_dir
 from trainer.models import EmbeddingModel, Standardize, build_model
+from trainer.report import describe_loss
 
 
 def make_card(**overrides: object) -> ModelCard:
@@ -104,3 +105,13 @@ def test_standardize_floors_constant_vector_features():
     assert torch.isfinite(out).all()
     assert torch.allclose(out[:, 0], torch.zeros(3))
     assert torch.allclose(out[:, 1], torch.tensor([-1.0, 0.0, 1.0]))
+
+
+def test_describe_loss_reads_as_text():
+    assert describe_loss({"name": "supcon", "temperature": 0.1, "base_temperature": 0.1}) == (
+        "supcon (temperature=0.1, base_temperature=0.1)"
+    )
+    triplet = {"name": "triplet", "margin": 0.2, "distance": "cosine", "mining": "hard", "soft": False}
+    assert describe_loss(triplet) == "triplet (margin=0.2, distance=cosine, mining=hard, soft=False)"
+    assert describe_loss({"name": "npair", "l2_reg": 1e-05}) == "npair (l2_reg=1e-05)"
+    assert describe_loss({"name": "ce"}) == "ce"

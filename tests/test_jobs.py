@@ -183,6 +183,8 @@ def job_count(client) -> int:
         ({"dataset": "digits", "epochs": 0}, 422, "epochs"),
         ({"dataset": "digits", "batch_size": 4, "samples_per_class": 8}, 422, "samples_per_class"),
         ({"dataset": "digits", "batch_size": 15, "samples_per_class": 8}, 422, "batch_size >= 16"),
+        ({"dataset": "digits", "loss": "npair", "margin": 0.5}, 422, "margin is a parameter of"),
+        ({"dataset": "digits", "loss": "triplet", "temperature": 0.3}, 422, "temperature"),
         ({"dataset": "digits", "name": "toy-vec"}, 409, "already exists"),
         ({"dataset": "digits", "name": "../x"}, 422, "name"),
         ({"dataset": "digits", "bogus": 1}, 422, "bogus"),
@@ -253,6 +255,8 @@ def test_train_from_items_checks_the_stored_labels(client):
     response = client.post("/train", json={"dataset": {"source": "items"}, "loss": "supcon"})
     assert response.status_code == 422 and "single labelled item" in response.json()["detail"]
     client.post("/items", json={"items": [{"vector": list(np.random.rand(8)), "label": "b"}]})
+    cnn = client.post("/train", json={"dataset": {"source": "items"}, "encoder": "cnn"})
+    assert cnn.status_code == 422 and "shape (8,)" in cnn.json()["detail"]
     response = client.post("/train", json={"dataset": {"source": "items"}, "loss": "supcon"})
     assert response.status_code == 202
     assert client.get(f"/jobs/{response.json()['id']}").json()["dataset"] == "items"
@@ -275,6 +279,9 @@ def test_dataset_upload_validates_and_is_trainable(client):
     queued = client.post("/train", json={"dataset": uploaded["id"]})
     assert queued.status_code == 202
     assert client.get(f"/jobs/{queued.json()['id']}").json()["dataset"] == f"datasets/{uploaded['filename']}"
+
+    cnn = client.post("/train", json={"dataset": uploaded["id"], "encoder": "cnn"})
+    assert cnn.status_code == 422 and "encoder 'cnn' needs image data" in cnn.text, cnn.text
 
     csv = b"f1,f2,kind\n1,2,a\n2,3,a\n5,5,b\n6,5,b\n"
     response = client.post("/datasets", files={"file": ("t.csv", csv)}, data={"label_column": "kind"})

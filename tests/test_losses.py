@@ -428,6 +428,28 @@ def test_registry() -> None:
         assert tuple(inspect.signature(cls.__init__).parameters)[1:] == cls.PARAMS
 
 
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=IDS)
+def test_params_resolve_every_parameter_and_rebuild_the_same_loss(name: str, params: dict[str, Any]) -> None:
+    fn = build_loss(name, **params)
+    assert list(fn.params) == list(LOSSES[name].PARAMS)
+    assert fn.params == {**build_loss(name).params, **params}, "given values kept, the rest at defaults"
+    x, y = make_batch(name, LAYOUTS["mixed"])
+    assert torch.equal(build_loss(name, **fn.params)(x, y), fn(x, y))
+
+
+def test_params_fill_in_defaults_the_caller_left_out() -> None:
+    assert build_loss("supcon").params == {"temperature": 0.1, "base_temperature": 0.1, "normalize": True}
+    assert build_loss("supcon", temperature=0.3).params["base_temperature"] == 0.3
+    assert build_loss("ntxent").params == {"temperature": 0.5, "normalize": True}
+    assert build_loss("triplet").params == {
+        "margin": 0.2,
+        "distance": "euclidean",
+        "mining": "semihard",
+        "soft": False,
+        "normalize": True,
+    }
+
+
 def test_build_loss_rejects_unknown_names_and_parameters() -> None:
     with pytest.raises(ValueError, match="valid: contrastive, triplet, npair, supcon, ntxent"):
         build_loss("arcface")

@@ -10,6 +10,7 @@ from trainer.card import read_card
 from trainer.config import TrainConfig
 from trainer.data import dataset_from_arrays
 from trainer.export import load_scripted
+from trainer.losses import LOSSES
 from trainer.metrics import evaluate_embeddings
 from trainer.models import Standardize, build_model
 from trainer.train import Cancelled, Progress, TrainError, embed, lr_at, resolve_device, train
@@ -106,6 +107,11 @@ def test_every_loss_trains_and_exports_a_loadable_model(tmp_path, loss, extra):
     result = train(quick_config(loss=loss, epochs=2, **extra), out_dir=tmp_path, dataset=ds)
     card = read_card(result.model_dir)
     assert card.loss["name"] == loss
+    # Every parameter of the loss is recorded, defaults included, and the given ones as given.
+    assert set(card.loss) == {"name", *(LOSSES[loss].PARAMS if loss != "ce" else ())}
+    assert all(card.loss[k] == v for k, v in extra.items())
+    report = (result.model_dir / "report.md").read_text()
+    assert f"Loss `{loss}" in report and "{" not in report, "the loss reads as text, not a dict"
     assert all(np.isfinite(v) for v in card.metrics.values())
     module = load_scripted(result.model_dir / "encoder.pt")
     with torch.no_grad():
@@ -150,6 +156,40 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     for got, want in zip(resumed.history, straight.history, strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6)
         assert got["val_knn_5_accuracy"] == pytest.approx(want["val_knn_5_accuracy"])
+
+
+def test_card_records_the_loss_defaults_it_trained_with(tmp_path):
+    result = train(quick_config(loss="supcon", epochs=1), out_dir=tmp_path, dataset=noisy_blobs())
+    assert result.card.loss == {
+        "name": "supcon",
+        "temperature": 0.1,
+        "base_temperature": 0.1,
+        "normalize": True,
+    }
+    assert result.card.config["temperature"] is None, "the config stays as given (None = the loss default)"
+    report = (result.model_dir / "report.md").read_text()
+    assert "Loss `supcon (temperature=0.1, base_temperature=0.1, normalize=True)`" in report
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_taken_model_directory_is_refused_before_training(tmp_path, resume):
+    ds = noisy_blobs(n_per_class=20, classes=3)
+    config = quick_config(epochs=1, name="taken")
+    train(config, out_dir=tmp_path, dataset=ds)
+    card_before = (tmp_path / "taken" / "model.json").read_bytes()
+    seen: list[Progress] = []
+    longer = config.model_copy(update={"epochs": 2})
+    with pytest.raises(TrainError, match=r"taken already exists: train under another --name, or delete"):
+        train(longer, out_dir=tmp_path, dataset=ds, progress=seen.append, resume=resume)
+    assert seen == [], "nothing may train"
+    assert (tmp_path / "taken" / "model.json").read_bytes() == card_before
+    assert torch.load(tmp_path / ".runs" / "taken" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+
+
+def test_cnn_on_vector_data_is_a_train_error_naming_the_encoder(tmp_path):
+    with pytest.raises(TrainError, match=r"encoder 'cnn' needs image data.*shape \(48,\).*encoder 'mlp'"):
+        train(quick_config(encoder="cnn"), out_dir=tmp_path, dataset=noisy_blobs())
+    assert not (tmp_path / ".runs").exists(), "refused before the run directory is made"
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

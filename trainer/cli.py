@@ -226,12 +226,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def quick_help() -> str:
+    """``--quick``'s help, read from the preset itself so the two cannot drift."""
+    from trainer.compare import QUICK_PRESET as preset  # light: compare's parent side imports no torch
+
+    seeds = f"{preset['seeds']} seed" + ("" if preset["seeds"] == 1 else "s")
+    limit = preset["limit"]
+    return (
+        f"tiny grid for a smoke test: {','.join(preset['losses'])} × "
+        f"{','.join(map(str, preset['batch_sizes']))}, {seeds}, {preset['epochs']} epochs"
+        + (f", on a stratified {limit}-sample subset (--limit {limit})" if limit else "")
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train, evaluate and export one model")
     p_train.add_argument("--config", help="JSON or YAML file with config fields; flags override it")
-    p_train.add_argument("--out", default="models", help="parent directory for the model directory")
+    p_train.add_argument(
+        "--out", default="models", help="parent directory for the model directory (default: %(default)s)"
+    )
     p_train.add_argument(
         "--resume", action="store_true", help="continue the run named --name from its checkpoint"
     )
@@ -285,11 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_compare.add_argument(
         "--limit", type=int, help="train on a stratified subset of N samples (default: all)"
     )
-    p_compare.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny grid for a smoke test: ce,contrastive,supcon × 32,256, 1 seed, 2 epochs",
-    )
+    p_compare.add_argument("--quick", action="store_true", help=quick_help())
     p_compare.add_argument(
         "--jobs",
         type=int,

@@ -15,6 +15,16 @@ MAX_WIDTH = 16_384  # layer widths beyond this are a typo, not a model: refuse b
 Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
 LossName = Literal["ce", "contrastive", "triplet", "npair", "supcon", "ntxent"]
 LOSS_NAMES: tuple[str, ...] = ("ce", "contrastive", "triplet", "npair", "supcon", "ntxent")
+# Config field -> the losses that take it (``build_loss`` keyword of the same name).
+LOSS_FIELDS: dict[str, tuple[str, ...]] = {
+    "margin": ("contrastive", "triplet"),
+    "distance": ("contrastive", "triplet"),
+    "form": ("contrastive",),
+    "mining": ("triplet",),
+    "soft": ("triplet",),
+    "l2_reg": ("npair",),
+    "temperature": ("supcon", "ntxent"),
+}
 
 
 class ItemsSource(BaseModel):
@@ -93,30 +103,49 @@ class TrainConfig(BaseModel):
             )
         if self.val_fraction + self.calib_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + calib_fraction + test_fraction must stay below 0.9")
+        self._check_loss_fields()
         return self
 
+    def _check_loss_fields(self) -> None:
+        """A parameter of another loss would be silently ignored: refuse it unless left at its default.
+
+        Compared with the field default, not ``model_fields_set``: a dumped config (as the worker
+        re-validates it) carries every field.
+        """
+        for name, losses in LOSS_FIELDS.items():
+            if self.loss not in losses and getattr(self, name) != type(self).model_fields[name].default:
+                raise ValueError(
+                    f"{name} is a parameter of the {'/'.join(losses)} loss, not of the chosen loss "
+                    f"{self.loss!r}: leave {name} unset or choose loss {' or '.join(losses)}"
+                )
+
     def loss_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``trainer.losses.build_loss`` (only what this loss takes)."""
-        params: dict[str, Any] = {}
-        if self.loss in ("contrastive", "triplet"):
-            if self.margin is not None:
-                params["margin"] = self.margin
-            if self.distance is not None:
-                params["distance"] = self.distance
-        if self.loss == "contrastive":
-            params["form"] = self.form
-        elif self.loss == "triplet":
-            params["mining"] = self.mining
-            params["soft"] = self.soft
-        elif self.loss == "npair":
-            params["l2_reg"] = self.l2_reg
-        elif self.loss in ("supcon", "ntxent") and self.temperature is not None:
-            params["temperature"] = self.temperature
-        return params
+        """Keyword arguments for ``trainer.losses.build_loss``: this loss's fields that are set.
+
+        Fields left None take the loss's own default (``build_loss(...).params`` has the resolved values).
+        """
+        return {
+            name: getattr(self, name)
+            for name, losses in LOSS_FIELDS.items()
+            if self.loss in losses and getattr(self, name) is not None
+        }
 
     def loss_label(self) -> str:
         """Short name for tables: ``triplet:semihard``, ``supcon``..."""
         return f"triplet:{self.mining}" if self.loss == "triplet" else self.loss
+
+
+def check_encoder_fits(config: TrainConfig, input_shape: tuple[int, ...]) -> None:
+    """Refuse an encoder that cannot take the data's sample shape, before any job or run starts.
+
+    ``input_shape`` is one sample's shape: ``(D,)`` for vectors, ``(C, H, W)`` for images. The MLP
+    flattens anything; the CNN needs images. Raises ``ValueError`` naming the ``encoder`` field.
+    """
+    if config.encoder == "cnn" and len(input_shape) != 3:
+        raise ValueError(
+            "encoder 'cnn' needs image data, samples of shape (channels, height, width), but these "
+            f"samples have shape {tuple(int(n) for n in input_shape)}: use encoder 'mlp' for vector data"
+        )
 
 
 def new_model_id(config: TrainConfig) -> str:

@@ -96,8 +96,16 @@ class MetricLoss(torch.nn.Module):
     def _compute(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Stats]:
         raise NotImplementedError
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every constructor parameter as resolved, defaults included (the model card records them).
+
+        ``build_loss(self.name, **self.params)`` rebuilds an identical loss.
+        """
+        return {p: getattr(self, p) for p in self.PARAMS}
+
     def extra_repr(self) -> str:
-        return ", ".join(f"{p}={getattr(self, p)!r}" for p in self.PARAMS)
+        return ", ".join(f"{p}={v!r}" for p, v in self.params.items())
 
 
 def _check_choice(param: str, value: Any, valid: tuple[str, ...]) -> None:

@@ -65,13 +65,21 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, auc: float) -> bytes:
     return _png(fig)
 
 
+def describe_loss(loss: dict[str, Any]) -> str:
+    """The card's loss for people: ``supcon (temperature=0.1, base_temperature=0.1)``."""
+    params = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in loss.items() if k != "name"]
+    name = str(loss.get("name", "?"))
+    return f"{name} ({', '.join(params)})" if params else name
+
+
 def render_report(card: ModelCard, history: list[dict[str, Any]], plots: dict[str, Any]) -> dict[str, bytes]:
     """Return the report files (name → bytes) to be written atomically with the model."""
     files: dict[str, bytes] = {}
     lines = [
         f"# Model `{card.model_id}`",
         "",
-        f"Loss `{card.loss}`, encoder `{card.encoder.get('name')}`, data set `{card.dataset.name}` "
+        f"Loss `{describe_loss(card.loss)}`, encoder `{card.encoder.get('name')}`, "
+        f"data set `{card.dataset.name}` "
         f"({card.dataset.n_train} train / {card.dataset.n_val} val / {card.dataset.n_calib} calib / "
         f"{card.dataset.n_test} test).",
         "",

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer import __version__
 from trainer.card import ModelCard, Threshold, read_card
-from trainer.config import TrainConfig, new_model_id
+from trainer.config import TrainConfig, check_encoder_fits, new_model_id
 from trainer.data import (
     Dataset,
     PKSampler,
@@ -41,7 +41,7 @@ from trainer.data import (
 )
 from trainer.distributed import World, barrier, broadcast_object, gather_with_grad, init_from_env
 from trainer.export import write_model_dir
-from trainer.losses import build_loss
+from trainer.losses import MetricLoss, build_loss
 from trainer.metrics import (
     calibrate_threshold,
     evaluate_embeddings,
@@ -152,6 +152,24 @@ def _criterion(config: TrainConfig) -> nn.Module:
     return build_loss(config.loss, **config.loss_params())
 
 
+def loss_card(config: TrainConfig, criterion: nn.Module) -> dict[str, Any]:
+    """The card's ``loss``: its name and every parameter as the built loss resolved it.
+
+    Read back from the module, so a default (supcon's temperature, say) is recorded as used.
+    """
+    return {"name": config.loss, **(criterion.params if isinstance(criterion, MetricLoss) else {})}
+
+
+def model_dir_taken(model_dir: Path, run_dir: Path, resume: bool) -> TrainError:
+    """The refusal of a run whose model directory exists: raised before training, not at export."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    then = f" (--resume then continues from {checkpoint})" if resume and checkpoint.exists() else ""
+    return TrainError(
+        f"model directory {model_dir} already exists: train under another --name, "
+        f"or delete that directory first{then}"
+    )
+
+
 def _pairs(emb: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """All same/different pairs of a split (none when it has fewer than two samples)."""
     if len(y) < 2:
@@ -251,7 +269,8 @@ def train(
 
     Under ``torchrun`` every rank trains its shard and only rank 0 evaluates, checkpoints,
     reports progress and exports; the other ranks return None. Checkpoints go to ``run_dir``
-    (default ``<out_dir>/.runs/<model_id>``), which is what ``resume`` continues from.
+    (default ``<out_dir>/.runs/<model_id>``), which is what ``resume`` continues from. A run whose
+    model directory already exists is refused (``TrainError``) before it loads data or trains.
     """
     started = time.perf_counter()
     world, owns_group = init_from_env(config.device)
@@ -284,12 +303,22 @@ def _train(
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     report = progress if world.is_main else None
 
+    # --- model id: refuse a taken model directory before any work -----------------------------
+    model_id = broadcast_object(config.name or new_model_id(config), world)
+    run_dir = run_dir or out_dir / ".runs" / model_id
+    if broadcast_object((out_dir / model_id).exists(), world):  # rank 0's file system decides for all
+        raise model_dir_taken(out_dir / model_id, run_dir, resume)
+
     # --- data ---------------------------------------------------------------------------------
     ds = (
         dataset
         if dataset is not None
         else load_dataset(str(config.dataset), root=data_root, label_column=config.label_column)
     )
+    try:
+        check_encoder_fits(config, ds.x.shape[1:])
+    except ValueError as exc:
+        raise TrainError(str(exc)) from exc
     if config.loss not in ("ce", "ntxent"):
         check_pairs_possible(ds)
     splits = split_dataset(
@@ -359,8 +388,6 @@ def _train(
     use_amp = config.amp and device.type == "cuda"
 
     # --- run directory, resume ----------------------------------------------------------------
-    model_id = broadcast_object(config.name or new_model_id(config), world)
-    run_dir = run_dir or out_dir / ".runs" / model_id
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_FILE
     start_epoch, global_step, bad_epochs = 0, 0, 0
@@ -488,7 +515,7 @@ def _train(
         embedding_dim=config.embedding_dim,
         normalized=True,
         distance="cosine",
-        loss={"name": config.loss, **({} if config.loss == "ce" else config.loss_params())},
+        loss=loss_card(config, criterion),
         encoder={
             "name": config.encoder,
             "hidden": config.hidden,

@@ -14,7 +14,7 @@ from service.errors import ErrorCode, ServiceError
 from service.schemas import JobCreated, TrainRequest
 from service.state import ServiceState
 from service.store import DatasetRow, ItemRow, JobRow, ModelRow
-from trainer.config import ItemsSource, new_model_id
+from trainer.config import ItemsSource, check_encoder_fits, new_model_id
 from trainer.data import BUILTIN_DATASETS, DataError, resolve_dataset_path
 from trainer.losses import build_loss
 
@@ -26,8 +26,17 @@ def _invalid(message: str) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_REQUEST, f"dataset: {message}")
 
 
-def _check_items(session: Any, loss: str) -> None:
+def _check_fits(body: TrainRequest, input_shape: tuple[int, ...]) -> None:
+    """An encoder that cannot read the data's samples (a CNN on vectors) is a 422 now, not a failed job."""
+    try:
+        check_encoder_fits(body, input_shape)
+    except ValueError as exc:
+        raise ServiceError(ErrorCode.INVALID_REQUEST, str(exc)) from exc
+
+
+def _check_items(session: Any, body: TrainRequest) -> None:
     """Training on the stored items needs labelled items of one kind, 2+ classes, pairs per class."""
+    loss = body.loss
     kinds = session.execute(
         select(ItemRow.input_kind, ItemRow.input_dim).where(ItemRow.label.is_not(None)).distinct()
     ).all()
@@ -35,6 +44,9 @@ def _check_items(session: Any, loss: str) -> None:
         raise _invalid("the service holds no labelled items (POST /items with a label)")
     if len({kind for kind, _ in kinds}) > 1 or len({dim for kind, dim in kinds if kind == "vector"}) > 1:
         raise _invalid("the labelled items mix inputs (vectors of several lengths, or vectors and images)")
+    kind, dim = kinds[0]
+    if kind == "vector":
+        _check_fits(body, (dim,))
     counts = dict(
         session.execute(
             select(ItemRow.label, func.count()).where(ItemRow.label.is_not(None)).group_by(ItemRow.label)
@@ -68,12 +80,13 @@ def resolve_dataset(state: ServiceState, session: Any, body: TrainRequest) -> st
     """The job's data set spec as the worker will load it (relative to the data dir)."""
     dataset = body.dataset
     if isinstance(dataset, ItemsSource):
-        _check_items(session, body.loss)
+        _check_items(session, body)
         return jobs.ITEMS_SPEC
     if dataset in BUILTIN_DATASETS:
         return dataset
     uploaded = session.get(DatasetRow, dataset)
     if uploaded is not None:
+        _check_fits(body, tuple(uploaded.shape))
         return f"datasets/{uploaded.filename}"
     if dataset.startswith("idx:"):
         parts = [p.strip() for p in dataset[4:].split(",")]
