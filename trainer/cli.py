@@ -69,8 +69,9 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line: ``field: reason; field: reason``."""
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']}")
+        reason = err["msg"].removeprefix("Value error, ")  # our validators' messages say it all
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {reason}" if where else reason)
     return "invalid config: " + "; ".join(parts)
 
 
