@@ -139,7 +139,7 @@ def build_model(
         backbone = mlp(in_features, hidden, embedding_dim)
     elif encoder == "cnn":
         if len(input_shape) != 3:
-            raise ValueError("the cnn encoder needs image data (N, C, H, W); use --encoder mlp for vectors")
+            raise ValueError("the cnn encoder needs image data (N, C, H, W); use encoder 'mlp' for vectors")
         backbone = cnn(int(input_shape[0]), int(input_shape[1]), int(input_shape[2]), channels, embedding_dim)
     else:
         raise ValueError(f"unknown encoder {encoder!r}; valid: cnn, mlp")
