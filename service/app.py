@@ -39,6 +39,7 @@ from service.registry import (
 from service.state import ServiceState
 from service.store import open_db
 from service.supervisor import WorkerSupervisor, run_maintenance_loop
+from service.sync import run_sync_loop
 from trainer.card import CardError
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             target=run_maintenance_loop, args=(state, housekeeping_stop), name="job-housekeeping", daemon=True
         )
         housekeeping.start()
+        sync = (
+            threading.Thread(
+                target=run_sync_loop,
+                args=(state, housekeeping_stop, settings.sync_interval),
+                name="replica-sync",
+            )
+            if settings.sync_interval > 0
+            else None
+        )
+        if sync is not None:
+            sync.start()
         supervisor = WorkerSupervisor(settings, state) if settings.worker else None
         if supervisor is not None:
             supervisor.start()
@@ -143,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 snapshots.cancel()
             await state.batcher.stop()
             await run_in_threadpool(housekeeping.join, 10)
+            if sync is not None:
+                await run_in_threadpool(sync.join, 30)
             await run_in_threadpool(close_state, state)
 
     middleware = [Middleware(MetricsMiddleware, metrics=metrics)]

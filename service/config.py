@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     snapshot_interval: float = Field(
         30.0, ge=0, description="Seconds between index snapshots (0: only at shutdown)."
     )
+    sync_interval: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between catch-ups with other API replicas on the same database (0: off).",
+    )
     max_batch_size: int = Field(64, ge=1, description="Most items per encoder call (micro-batching).")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more requests when idle.")
     max_queue: int = Field(

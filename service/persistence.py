@@ -97,16 +97,21 @@ def reconcile(state: ServiceState, runtime: Runtime) -> tuple[int, int]:
     return len(missing), len(extra)
 
 
-def load_embeddings(state: ServiceState, keys: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stored embeddings of these keys, in chunks (no re-embedding needed)."""
+def load_embeddings(
+    state: ServiceState, keys: np.ndarray, dim: int, model_id: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stored embeddings of these keys, in chunks (no re-embedding needed); rows deleted meanwhile,
+    or (given ``model_id``) holding another model's embedding, are left out."""
     out_keys: list[int] = []
     blobs: list[bytes] = []
     with state.session() as session:
         for i in range(0, len(keys), IN_CHUNK):
-            chunk = keys[i : i + IN_CHUNK].tolist()
-            for key, emb in session.execute(
-                select(ItemRow.key, ItemRow.embedding).where(ItemRow.key.in_(chunk))
-            ):
+            query = select(ItemRow.key, ItemRow.embedding).where(
+                ItemRow.key.in_(keys[i : i + IN_CHUNK].tolist())
+            )
+            if model_id is not None:
+                query = query.where(ItemRow.model_id == model_id)
+            for key, emb in session.execute(query):
                 out_keys.append(key)
                 blobs.append(emb)
     vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
