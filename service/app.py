@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What start-up loaded (torch, the model, SQLAlchemy, pydantic: ~260k objects) lives as long as
         # the process; frozen, full collections stop scanning it and stop pausing requests for ~100 ms.
         gc.collect()
-        gc.freeze()
+        gc.freeze()  # undone at shutdown, so an app built in a longer-lived process can be collected
         snapshots = (
             asyncio.create_task(_snapshot_loop(state, settings.snapshot_interval))
             if settings.snapshot_interval > 0
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if sync is not None:
                 await run_in_threadpool(sync.join, 30)
             await run_in_threadpool(close_state, state)
+            gc.unfreeze()
 
     middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
     if settings.api_key is not None:

@@ -346,7 +346,7 @@ def _new_items(
     out = []
     for i, item in enumerate(encoded):
         entry = dict(item) if isinstance(item, dict) else {"vector": item}  # a bare vector from an array
-        if ids is not None:
+        if ids is not None and ids[i] is not None:  # None: the service picks an id
             entry["id"] = str(ids[i])
         if labels is not None and labels[i] is not None:
             entry["label"] = str(labels[i])  # labels are strings to the service; numpy ints become "3"
@@ -761,8 +761,8 @@ class Client:
 
     def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
         """Upload a .npz (x, y[, label_names]) or .csv data set, checked as the trainer would load it;
-        train on it with ``train({"dataset": out.id})``. ``label_column`` names a .csv's labels: the
-        service does not keep it, so give the same ``label_column`` to ``train``."""
+        train on it with ``train({"dataset": out.id})``. ``label_column`` names a .csv's labels (the
+        service keeps the validated .npz, so ``train`` needs no ``label_column``)."""
         with _open_upload(file) as upload:
             return self._send(_Calls.upload_dataset(upload, label_column))
 

@@ -258,9 +258,12 @@ def _store_embeddings(
 
 def record_failed_activation(state: ServiceState, model_id: str, error: str) -> None:
     """Show an activation that failed before it could start (e.g. a job's ``activate``) on the model."""
-    if not state.activation_mutex.locked():  # never hide a running activation's progress
-        failed = {"model_id": model_id, "status": "failed", "done": 0, "total": None, "error": error}
-        state.activation = failed
+    if state.activation_mutex.acquire(blocking=False):  # never hide a running activation's progress
+        try:
+            failed = {"model_id": model_id, "status": "failed", "done": 0, "total": None, "error": error}
+            state.activation = failed
+        finally:
+            state.activation_mutex.release()
 
 
 def start_activation(state: ServiceState, model_id: str) -> str:
@@ -289,9 +292,10 @@ def start_activation(state: ServiceState, model_id: str) -> str:
         status.update(done=done, total=total)
 
     def run() -> None:
-        outcome: dict[str, Any] = {"status": "done"}
+        outcome: dict[str, Any] = {"status": "failed", "error": "the activation was interrupted"}
         try:
             activate(state, encoder, progress)
+            outcome = {"status": "done"}
         except Exception as exc:  # noqa: BLE001 - reported through GET /models/{id}
             logger.exception("activation of %s failed", model_id)
             outcome = {"status": "failed", "error": str(getattr(exc, "detail", exc))}

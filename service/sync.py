@@ -11,7 +11,9 @@ replica compares its index with the table and catches up:
 The comparison runs without the index lock; the changes are re-checked against the table under the
 write lock, where this replica's own writes cannot interleave. A row whose model changed is never
 removed here (that is an activation, followed as a whole), so a replica never empties its index while
-another one activates. Keys are never reused, so a key seen once always means the same row.
+another one activates. Keys are never reused, so a key seen once always means the same row. Between
+passes a replica answers from its own view: a row deleted elsewhere can still be a neighbour (with the
+id and label it had) until the next pass drops its key.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def _catch_up(state: ServiceState, runtime: Runtime) -> SyncResult:
             return SyncResult()
         gone = np.setdiff1d(extra, _existing_keys(state, extra))  # deleted, not re-embedded elsewhere
         runtime.index.remove(gone)
+        state.rows.discard(gone.tolist())
         keys, vectors = load_embeddings(state, missing, runtime.index.dim, runtime.model_id)
         fresh = ~np.isin(keys, runtime.index.keys())  # our own writes may have added some meanwhile
         runtime.index.add(keys[fresh], vectors[fresh])

@@ -168,6 +168,9 @@ def test_item_lifecycle(client: Client):
     # numpy labels, as scikit-learn data sets give them, are sent as strings
     assert client.add_items([x[3]], ids=["lc-0"], labels=np.array([7]), upsert=True) == ["lc-0"]
     assert client.get_item("lc-0").label == "7"
+    (picked,) = client.add_items([x[3]], ids=[None])  # None: the service picks the id
+    assert len(picked) == 32 and picked != "None"
+    client.delete_item(picked)
 
     client.delete_item("lc-0")
     with pytest.raises(NotFoundError) as missing:

@@ -15,6 +15,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from service_helpers import REPO, make_settings, model_dir
 from sqlalchemy import select, update
 
@@ -22,7 +23,9 @@ from service import jobs
 from service.app import create_app
 from service.store import JobRow, open_db
 from service.supervisor import maintain_jobs
+from trainer.config import TrainConfig
 from trainer.data import load_dataset
+from trainer.worker import without_data_dir, without_foreign_loss_fields
 
 
 @pytest.fixture()
@@ -400,3 +403,28 @@ def test_a_job_activation_refused_is_shown_on_the_model(client):
     assert model["active"] is False and model["activation"]["status"] == "failed"
     assert model["activation"]["error"] in job["activation"]
     assert client.get("/info").json()["model"]["model_id"] == "toy-vec", "the old model keeps serving"
+
+
+def test_job_errors_lose_the_data_dir_only_where_a_path_starts(tmp_path):
+    data_dir = tmp_path / "data"
+    root = str(data_dir.resolve())
+    assert (
+        without_data_dir(f"cannot read {root}/datasets/a.npz: bad", data_dir)
+        == "cannot read datasets/a.npz: bad"
+    )
+    assert without_data_dir(f"'{root}/models/m1' exists", data_dir) == "'models/m1' exists"
+    untouched = f"{root}x/y, /srv{root}/z, {root}"  # a longer name, a path inside another, no separator
+    assert without_data_dir(untouched, data_dir) == untouched
+
+
+def test_a_job_queued_with_a_parameter_of_another_loss_still_runs(sessions):
+    """Queued before such parameters were refused: the worker drops them, as training always ignored them."""
+    stored = TrainConfig(loss="npair").model_dump(mode="json") | {"margin": 0.5, "mining": "hard"}
+    with sessions() as session:
+        job = jobs.enqueue(
+            session, job_id="old", config=stored, dataset_spec="digits", model_id="old", activate=False
+        )
+    with pytest.raises(ValidationError):
+        TrainConfig.model_validate(stored)
+    config = TrainConfig.model_validate(without_foreign_loss_fields(job))
+    assert config.loss == "npair" and config.margin is None and config.mining == "semihard"

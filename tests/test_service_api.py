@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -245,3 +247,15 @@ def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path):
         assert hits["model"] == "toy-b" and hits["neighbors"][0]["id"] == "i7"
     with TestClient(create_app(settings.model_copy(update={"model": None}))) as c:
         assert c.get("/ready").json()["model"] == "toy-b"  # the activation was persisted
+
+
+def test_a_stopped_app_can_be_garbage_collected(tmp_path):
+    """The lifespan freezes start-up objects for the GC's sake; shutdown must unfreeze them."""
+    app = create_app(make_settings(tmp_path, model=model_dir()))
+    with TestClient(app) as c:
+        c.post("/items", json={"items": vector_items(*blobs(2))})
+        state = weakref.ref(app.state.service)
+    del app, c
+    gc.collect()
+    assert state() is None, "the app's state outlived it"
+    assert gc.get_freeze_count() == 0

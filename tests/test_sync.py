@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from fastapi.testclient import TestClient
 from service_helpers import blobs, make_settings, model_dir, vector_items
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from service.app import create_app
 from service.store import ItemRow
@@ -26,6 +26,9 @@ def test_catch_up_adds_removes_and_never_drops_a_row_of_another_model(tmp_path):
         x, y = blobs(3)
         c.post("/items", json={"items": vector_items(x, y)})
         assert sync_with_database(state) == SyncResult(), "nothing to do when the index matches"
+        with state.session() as session:
+            key_i0 = session.scalar(select(ItemRow.key).where(ItemRow.id == "i0"))
+        assert key_i0 in state.rows.get_many([key_i0])[0], "its id and label are cached"
 
         other = np.array([0, 0, 0, 0, 0, 0, 0, 5.0], np.float32)  # as another replica would store it
         with state.session() as session:
@@ -46,6 +49,7 @@ def test_catch_up_adds_removes_and_never_drops_a_row_of_another_model(tmp_path):
             session.commit()
         assert sync_with_database(state) == SyncResult(added=1, removed=1)
         assert state.runtime.index.size == 9  # 9 - i0 + elsewhere; i1 stays until the activation is followed
+        assert state.rows.get_many([key_i0])[1] == [key_i0], "a key gone elsewhere leaves the cache too"
 
         hit = c.post("/classify", json={"items": [other.tolist()], "k": 1}).json()["predictions"][0]
         assert hit["label"] == "c9" and hit["neighbors"][0]["id"] == "elsewhere"

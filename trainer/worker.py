@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,11 +36,30 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import jobs
 from service.store import ItemRow, JobRow, ModelRow, open_db
 from trainer.card import CARD_FILE, read_card
-from trainer.config import TrainConfig
+from trainer.config import LOSS_FIELDS, TrainConfig
 from trainer.data import DataError, Dataset, dataset_from_arrays, dataset_from_images, load_dataset
 from trainer.train import CHECKPOINT_FILE, Cancelled, Progress, TrainError, train
 
 log = logging.getLogger(__name__)
+
+
+def without_data_dir(message: str, data_dir: Path) -> str:
+    """Job errors are shown to API users: name files relative to the data dir, not by server path."""
+    root = re.escape(str(data_dir.resolve()).rstrip(os.sep) + os.sep)
+    return re.sub(rf"(?<![^\s'\"(\[]){root}", "", message)  # only where a path starts
+
+
+def without_foreign_loss_fields(job: JobRow) -> dict[str, Any]:
+    """A job queued before parameters of another loss were refused: drop them (they were ignored then)."""
+    loss = job.config.get("loss")
+    foreign = [
+        k
+        for k, losses in LOSS_FIELDS.items()
+        if loss not in losses and job.config.get(k, None) not in (None, TrainConfig.model_fields[k].default)
+    ]
+    if foreign:
+        log.info("job %s: ignoring %s, not parameters of loss %r", job.id, ", ".join(foreign), loss)
+    return {k: v for k, v in job.config.items() if k not in foreign}
 
 
 class WorkerSettings(BaseSettings):
@@ -175,7 +195,7 @@ class Worker:
             return  # the checkpoint stays for whoever resumes the job
         except (DataError, TrainError, ValueError, FileExistsError) as exc:
             log.error("job %s failed: %s", job.id, exc)
-            error = self._without_data_dir(str(exc))
+            error = without_data_dir(str(exc), self.settings.data_dir)
         except Exception as exc:  # noqa: BLE001 - a job must end failed, never stay "running"
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             error = f"internal error: {type(exc).__name__}: {exc}"
@@ -189,15 +209,9 @@ class Worker:
         else:
             log.warning("job %s was taken from this worker meanwhile; its result is dropped", job.id)
 
-    def _without_data_dir(self, message: str) -> str:
-        """Job errors are shown to API users: name files relative to the data dir, not by server path."""
-        for root in {str(self.settings.data_dir.resolve()), str(self.settings.data_dir)}:
-            message = message.replace(root.rstrip(os.sep) + os.sep, "")
-        return message
-
     # -- one job ---------------------------------------------------------------------------------
     def _train(self, job: JobRow, beat: _Heartbeat, tail: LogTail) -> dict[str, float]:
-        config = TrainConfig.model_validate({**job.config, "name": job.model_id})
+        config = TrainConfig.model_validate({**without_foreign_loss_fields(job), "name": job.model_id})
         if config.device == "auto":
             config = config.model_copy(update={"device": self.settings.worker_device})
         model_dir = self.settings.models_dir / job.model_id
