@@ -26,9 +26,14 @@ pytestmark = pytest.mark.timeout(420)
 
 
 def wait_for(
-    client: httpx.Client, job_id: str, done: Any, timeout: float = 240.0, what: str = "finish"
+    client: httpx.Client,
+    job_id: str,
+    done: Any,
+    timeout: float = 240.0,
+    what: str = "finish",
+    logs: Path | None = None,
 ) -> dict[str, Any]:
-    """Poll GET /jobs/{id} until ``done(job)`` holds."""
+    """Poll GET /jobs/{id} until ``done(job)`` holds; on a timeout, show the ``*.log`` files in ``logs``."""
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -38,7 +43,10 @@ def wait_for(
         if job["status"] in ("failed", "cancelled") and not done(job):
             raise AssertionError(f"job {job_id} ended {job['status']}: {job['error']}\n{job['log'][-2000:]}")
         time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not {what} in {timeout} s: {job}")
+    shown = "".join(
+        f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((logs or Path()).glob("*.log"))
+    )
+    raise AssertionError(f"job {job_id} did not {what} in {timeout} s: {job}{shown if logs else ''}")
 
 
 def succeeded(job: dict[str, Any]) -> bool:
@@ -210,7 +218,8 @@ def start_worker(data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
         "--heartbeat-interval",
         "0.5",
     ]
-    return subprocess.Popen([*cmd, *extra], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(data_dir.parent / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - read on failure
+    return subprocess.Popen([*cmd, *extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 
 def test_separate_worker_killed_is_detected_by_heartbeat(tmp_path):
@@ -230,7 +239,7 @@ def test_separate_worker_killed_is_detected_by_heartbeat(tmp_path):
         job = wait_for(client, job_id, lambda j: j["status"] == "queued", timeout=30, what="be re-queued")
         assert "stopped heartbeating" in job["log"]
         second = start_worker(data)
-        job = wait_for(client, job_id, succeeded, timeout=240)
+        job = wait_for(client, job_id, succeeded, timeout=240, logs=data.parent)
         assert job["attempts"] == 2 and worker_pid(job) == second.pid
     finally:
         for proc in (first, second):

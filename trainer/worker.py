@@ -153,8 +153,13 @@ class Worker:
         log.info("worker %s polling %s", self.worker_id, self.settings.db_url)
         done = 0
         while not self.stopping.is_set():
-            jobs.reap_stale(self.sessions, self.settings.job_stale_after, self.settings.job_max_attempts)
-            job = jobs.claim_next(self.sessions, self.worker_id)
+            try:
+                jobs.reap_stale(self.sessions, self.settings.job_stale_after, self.settings.job_max_attempts)
+                job = jobs.claim_next(self.sessions, self.worker_id)
+            except SQLAlchemyError:  # a database hiccup must not end a worker nobody restarts
+                log.exception("cannot poll the job queue; retrying")
+                self.stopping.wait(self.settings.worker_poll_interval)
+                continue
             if job is None:
                 if once:
                     break
