@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -355,20 +354,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
+    from trainer.compare import machine_info  # the reproduction report's description of a machine
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    m = machine_info()
     return (
-        f"{cores} cores ({cpu}), Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{'GPU' if torch.cuda.is_available() else 'no GPU'}, code at {revision()}"
+        f"{m['cpus']} cores ({m['cpu']}), Python {m['python']}, torch {m['torch']}, "
+        f"{m['gpu'] or 'no GPU'}, code at {revision()}"
     )
 
 
