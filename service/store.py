@@ -9,6 +9,7 @@ batch); ``--sqlite-synchronous normal`` trades that guarantee for throughput.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 
@@ -145,9 +147,9 @@ def make_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -157,5 +159,21 @@ def make_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
 def open_db(url: str, sqlite_synchronous: str = "full") -> tuple[Engine, sessionmaker[Any]]:
     """Create tables if needed and return the engine and a session factory."""
     engine = make_engine(url, sqlite_synchronous)
-    Base.metadata.create_all(engine)
+    create_tables(engine)
     return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+def create_tables(engine: Engine, attempts: int = 10) -> None:
+    """``create_all``, safe when several processes start on a fresh database at once (the service and
+    the trainer containers do): each checks for a table, then creates it, so all but one of them can
+    find it created in between. That error means another process did the work; look again. (A brand-new
+    SQLite file can also refuse the switch to WAL while another process makes it: "database is locked".)"""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError as exc:
+            retry = any(words in str(exc.orig) for words in ("already exists", "database is locked"))
+            if not retry or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))

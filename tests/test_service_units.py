@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from service_helpers import REPO, make_settings, model_dir, png_b64
+from sqlalchemy import text
 
 from service.batcher import MicroBatcher
 from service.config import Settings
@@ -24,6 +25,7 @@ from service.index import IndexParams, RWLock, VectorIndex, pair_distance, write
 from service.knn import vote
 from service.rowcache import RowCache
 from service.schemas import CreateItemsRequest, EmbedRequest, SearchRequest
+from service.store import open_db
 from trainer.card import CARD_FILE, CardError
 
 pytestmark = pytest.mark.timeout(60)
@@ -339,3 +341,28 @@ def test_row_cache_bounds_evicts_oldest_and_discards():
     off = RowCache(capacity=0)
     off.put_many([(1, ("a", "x"))])
     assert len(off) == 0 and off.get_many([1]) == ({}, [1])
+
+
+def test_processes_starting_together_on_a_fresh_database_all_open_it(tmp_path):
+    """docker-compose starts the api and the trainer at once on an empty volume: both create tables."""
+    for trial in range(10):
+        url = f"sqlite:///{tmp_path / f'fresh-{trial}.db'}"
+        start, errors = threading.Barrier(6), []
+
+        def open_it(url: str = url, start: threading.Barrier = start, errors: list = errors) -> None:
+            start.wait()
+            try:
+                open_db(url)[0].dispose()
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        engine, sessions = open_db(url)
+        with sessions() as session:
+            assert session.execute(text("select count(*) from items")).scalar() == 0
+        engine.dispose()
