@@ -328,11 +328,14 @@ def run_grid(
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cpus // jobs)  # jobs × threads ≤ cores, so parallel runs do not fight over them
     if not quiet:
-        print(
-            f"compare: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run "
-            f"(jobs {jobs}, torch threads {threads} per run) → {out}",
-            file=sys.stderr,
-            flush=True,
+        log.info(
+            "%d cells, %d already done, %d to run (jobs %d, torch threads %d per run) → %s",
+            len(cells),
+            len(cells) - len(todo),
+            len(todo),
+            jobs,
+            threads,
+            out,
         )
 
     runner = _Runner(spec, out, threads=threads, timeout=timeout)
@@ -352,7 +355,7 @@ def run_grid(
             bar.set_postfix_str(line, refresh=False)
             bar.update()
             if not quiet and not interactive:
-                print(f"[{ran}/{len(todo)}] {line}", file=sys.stderr, flush=True)
+                log.info("[%d/%d] %s", ran, len(todo), line)
     except BaseException:
         runner.stop()  # Ctrl-C or SIGTERM: kill the children; their cells stay unrecorded and rerun
         raise
