@@ -6,6 +6,7 @@ Only pydantic here (no torch), so the service can validate training requests che
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -107,17 +108,13 @@ class TrainConfig(BaseModel):
         return self
 
     def _check_loss_fields(self) -> None:
-        """A parameter of another loss would be silently ignored: refuse it unless left at its default.
-
-        Compared with the field default, not ``model_fields_set``: a dumped config (as the worker
-        re-validates it) carries every field.
-        """
-        for name, losses in LOSS_FIELDS.items():
-            if self.loss not in losses and getattr(self, name) != type(self).model_fields[name].default:
-                raise ValueError(
-                    f"{name} is a parameter of the {'/'.join(losses)} loss, not of the chosen loss "
-                    f"{self.loss!r}: leave {name} unset or choose loss {' or '.join(losses)}"
-                )
+        """A parameter of another loss would be silently ignored: refuse it unless left at its default."""
+        for name in foreign_loss_fields(self.loss, {name: getattr(self, name) for name in LOSS_FIELDS}):
+            losses = LOSS_FIELDS[name]
+            raise ValueError(
+                f"{name} is a parameter of the {'/'.join(losses)} loss, not of the chosen loss "
+                f"{self.loss!r}: leave {name} unset or choose loss {' or '.join(losses)}"
+            )
 
     def loss_params(self) -> dict[str, Any]:
         """Keyword arguments for ``trainer.losses.build_loss``: this loss's fields that are set.
@@ -133,6 +130,20 @@ class TrainConfig(BaseModel):
     def loss_label(self) -> str:
         """Short name for tables: ``triplet:semihard``, ``supcon``..."""
         return f"triplet:{self.mining}" if self.loss == "triplet" else self.loss
+
+
+def foreign_loss_fields(loss: Any, values: Mapping[str, Any]) -> list[str]:
+    """The loss fields in ``values`` that belong to another loss than ``loss`` and are not at their default.
+
+    Compared with the field default, not ``model_fields_set``: a dumped config (as the worker
+    re-validates it) carries every field.
+    """
+    return [
+        name
+        for name, losses in LOSS_FIELDS.items()
+        if loss not in losses
+        and values.get(name, TrainConfig.model_fields[name].default) != TrainConfig.model_fields[name].default
+    ]
 
 
 def check_encoder_fits(config: TrainConfig, input_shape: tuple[int, ...]) -> None:

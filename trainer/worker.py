@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import jobs
 from service.store import ItemRow, JobRow, ModelRow, open_db
 from trainer.card import CARD_FILE, read_card
-from trainer.config import LOSS_FIELDS, TrainConfig
+from trainer.config import TrainConfig, foreign_loss_fields
 from trainer.data import DataError, Dataset, dataset_from_arrays, dataset_from_images, load_dataset
 from trainer.train import CHECKPOINT_FILE, Cancelled, Progress, TrainError, train
 
@@ -52,11 +52,7 @@ def without_data_dir(message: str, data_dir: Path) -> str:
 def without_foreign_loss_fields(job: JobRow) -> dict[str, Any]:
     """A job queued before parameters of another loss were refused: drop them (they were ignored then)."""
     loss = job.config.get("loss")
-    foreign = [
-        k
-        for k, losses in LOSS_FIELDS.items()
-        if loss not in losses and job.config.get(k, None) not in (None, TrainConfig.model_fields[k].default)
-    ]
+    foreign = foreign_loss_fields(loss, job.config)
     if foreign:
         log.info("job %s: ignoring %s, not parameters of loss %r", job.id, ", ".join(foreign), loss)
     return {k: v for k, v in job.config.items() if k not in foreign}
