@@ -69,14 +69,7 @@ def load_index(state: ServiceState, runtime_model: str, dim: int, distance: str)
 def reconcile(state: ServiceState, runtime: Runtime) -> tuple[int, int]:
     """Make the index hold exactly the database's items of this model; returns (added, removed)."""
     index = runtime.index
-    with state.session() as session:
-        db_keys = np.asarray(
-            session.scalars(select(ItemRow.key).where(ItemRow.model_id == runtime.model_id)).all(),
-            dtype=np.int64,
-        )
-    in_index = index.keys()
-    extra = np.setdiff1d(in_index, db_keys, assume_unique=True)
-    missing = np.setdiff1d(db_keys, in_index, assume_unique=True)
+    missing, extra = diff_with_table(state, runtime, index.keys())
     if len(extra):
         index.remove(extra)
     if len(missing):
@@ -95,6 +88,20 @@ def reconcile(state: ServiceState, runtime: Runtime) -> tuple[int, int]:
             index.size,
         )
     return len(missing), len(extra)
+
+
+def diff_with_table(
+    state: ServiceState, runtime: Runtime, indexed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keys of this model's rows that ``indexed`` lacks, keys in ``indexed`` without such a row)."""
+    with state.session() as session:
+        stored = np.asarray(
+            session.scalars(select(ItemRow.key).where(ItemRow.model_id == runtime.model_id)).all(),
+            dtype=np.int64,
+        )
+    missing = np.setdiff1d(stored, indexed, assume_unique=True)
+    extra = np.setdiff1d(indexed, stored, assume_unique=True)
+    return missing, extra
 
 
 def load_embeddings(

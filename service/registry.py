@@ -214,10 +214,15 @@ def activate(
     state.metrics.set_active_model(encoder.model_id)
     logger.info("activated model %s: %d item(s) re-embedded", encoder.model_id, len(keys))
     snapshot(state)
-    if previous is not None and previous.model_id != encoder.model_id:
+    drop_replaced_snapshot(state, previous, encoder.model_id)
+    return state.runtime
+
+
+def drop_replaced_snapshot(state: ServiceState, previous: Runtime | None, model_id: str) -> None:
+    """Once ``model_id`` serves, the index snapshot of the model it replaced is of no more use."""
+    if previous is not None and previous.model_id != model_id:
         for path in snapshot_paths(state.settings.index_dir, previous.model_id):
             path.unlink(missing_ok=True)
-    return state.runtime
 
 
 def _embed_rows(encoder: Encoder, rows: Sequence[Any], batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from service.index import snapshot_paths
-from service.persistence import load_embeddings
-from service.registry import active_model_id, load_active
+from service.persistence import diff_with_table, load_embeddings
+from service.registry import active_model_id, drop_replaced_snapshot, load_active
 from service.repository import IN_CHUNK
 from service.state import Runtime, ServiceState
 from service.store import ItemRow
@@ -68,22 +67,14 @@ def _follow_activation(state: ServiceState, model_id: str) -> str:
         previous, state.runtime = state.runtime, runtime
     state.metrics.set_active_model(model_id)
     logger.info("followed the activation of model %s by another replica", model_id)
-    if previous is not None and previous.model_id != model_id:
-        for path in snapshot_paths(state.settings.index_dir, previous.model_id):
-            path.unlink(missing_ok=True)
+    drop_replaced_snapshot(state, previous, model_id)
     return model_id
 
 
 def _catch_up(state: ServiceState, runtime: Runtime) -> SyncResult:
     with state.lock.read():
         indexed = runtime.index.keys()
-    with state.session() as session:
-        stored = np.asarray(
-            session.scalars(select(ItemRow.key).where(ItemRow.model_id == runtime.model_id)).all(),
-            dtype=np.int64,
-        )
-    missing = np.setdiff1d(stored, indexed)
-    extra = np.setdiff1d(indexed, stored)
+    missing, extra = diff_with_table(state, runtime, indexed)
     if not len(missing) and not len(extra):
         return SyncResult()
     with state.lock.write():
