@@ -521,10 +521,10 @@ def run_cell(cell_dir: Path) -> None:
     import numpy as np
     import torch
 
-    from trainer.data import PKSampler, load_dataset, split_dataset
+    from trainer.data import load_dataset, split_dataset
     from trainer.export import load_scripted
     from trainer.metrics import evaluate_embeddings, linear_probe_accuracy, pca_2d
-    from trainer.train import CHECKPOINT_FILE, embed, random_batches, train
+    from trainer.train import CHECKPOINT_FILE, embed, train
 
     job = _read_json(cell_dir / CELL_FILE)
     torch.set_num_threads(job["threads"])
@@ -564,10 +564,6 @@ def run_cell(cell_dir: Path) -> None:
         KNN: evaluate_embeddings(train_emb, splits.train.y, test_emb, test.y, "cosine")[KNN],
         "mean_cosine": _mean_cosine(test_emb),
     }
-    if config.loss == "ntxent":  # as train() batches: plain shuffled batches, else P×K
-        steps = len(random_batches(len(splits.train.y), config.batch_size, 0, 0))
-    else:
-        steps = len(PKSampler(splits.train.y, config.batch_size, config.samples_per_class))
     np.savez_compressed(  # the PCA figure shows the last-epoch embeddings, as the article's does
         cell_dir / PCA_FILE,
         points=pca_2d(test_emb).astype(np.float16),
@@ -582,7 +578,7 @@ def run_cell(cell_dir: Path) -> None:
             "last_epoch": last_epoch,
             "history": result.history,
             "dataset": result.card.dataset.model_dump(mode="json"),
-            "steps_per_epoch": steps,
+            "steps_per_epoch": result.history[-1]["steps"],
             "train_seconds": round(result.seconds, 2),
         },
     )

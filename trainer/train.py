@@ -457,6 +457,7 @@ def _train(
             record = {
                 "epoch": epoch + 1,
                 "loss": epoch_loss / max(1, len(batches)),
+                "steps": len(batches),
                 "seconds": time.perf_counter() - epoch_start,
                 "lr": optimizer.param_groups[0]["lr"],
                 **{f"val_{k}": v for k, v in val_metrics.items()},
