@@ -521,7 +521,7 @@ def run_cell(cell_dir: Path) -> None:
     import numpy as np
     import torch
 
-    from trainer.data import load_dataset, split_dataset
+    from trainer.data import load_dataset
     from trainer.export import load_scripted
     from trainer.metrics import evaluate_embeddings, linear_probe_accuracy, pca_2d
     from trainer.train import CHECKPOINT_FILE, embed, train
@@ -532,18 +532,12 @@ def run_cell(cell_dir: Path) -> None:
     dataset = load_dataset(str(config.dataset), root=Path(job["data_root"]))
     if job["limit"]:
         dataset = _stratified_subset(dataset, job["limit"])
-    splits = split_dataset(  # the same seeded split train() makes
-        dataset,
-        val_fraction=config.val_fraction,
-        calib_fraction=config.calib_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-    )
-    test = splits.test if splits.test is not None else splits.val
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory(dir=cell_dir) as tmp:
         result = train(config, out_dir=tmp, dataset=dataset)
         assert result is not None  # None only on the non-zero ranks of a torchrun job
+        splits = result.splits
+        test = splits.test if splits.test is not None else splits.val
         # train() exports the best-validation epoch; the article evaluates the weights after the last
         # epoch, which train()'s checkpoint (<out>/.runs/<name>/) holds. Evaluate those as well.
         encoder = load_scripted(Path(result.model_dir) / "encoder.pt")

@@ -88,6 +88,7 @@ class TrainResult:
     card: ModelCard
     history: list[dict[str, Any]]
     seconds: float
+    splits: Splits  # the train / validation / calibration / test split it used (for further evaluation)
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -541,4 +542,4 @@ def _train(
 
     extra = render_report(card, history, plots)
     model_dir = write_model_dir(encoder, card, out_dir / model_id, example, extra_files=extra)
-    return TrainResult(model_dir, read_card(model_dir), history, time.perf_counter() - started)
+    return TrainResult(model_dir, read_card(model_dir), history, time.perf_counter() - started, splits)
