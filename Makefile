@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install test lint serve bench clean
+.PHONY: install test lint serve bench data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,12 @@ serve: install
 
 bench: install
 	$(PY) benchmarks/bench_losses.py
+
+# Optional data: Fashion-MNIST's official IDX files from Debian (for --dataset fashion-mnist).
+data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y dataset-fashion-mnist; \
+	    else sudo apt-get install -y dataset-fashion-mnist; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

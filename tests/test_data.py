@@ -20,10 +20,12 @@ from trainer.data import (
     Dataset,
     PKSampler,
     Splits,
+    align_test_set,
     augment,
     check_pairs_possible,
     dataset_from_arrays,
     load_dataset,
+    load_test_dataset,
     resolve_dataset_path,
     split_dataset,
     two_views,
@@ -155,10 +157,53 @@ def test_builtin_digits() -> None:
 
 def test_builtin_mnist_5k() -> None:
     ds = load_dataset("mnist-5k")
-    assert BUILTIN_DATASETS == ("digits", "mnist-5k")
+    assert BUILTIN_DATASETS == ("digits", "mnist-5k", "fashion-mnist")
     assert ds.x.shape == (5000, 1, 28, 28) and ds.x.dtype == np.float32
     assert ds.n_classes == 10 and np.bincount(ds.y).tolist() == [500] * 10
     assert ds.x.min() == 0.0 and ds.x.max() == 255.0 and ds.max_value == 255.0
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 40, n_test: int = 20) -> None:
+    """The four official file names, with tiny random content: class c is c's brightness band."""
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n, dtype=np.uint8) % 10
+        images = (labels[:, None, None] * 25 + rng.integers(0, 5, (n, 28, 28))).astype(np.uint8)
+        write_idx(folder / f"{part}-images-idx3-ubyte.gz", images, gz=True)
+        write_idx(folder / f"{part}-labels-idx1-ubyte.gz", labels, gz=True)
+
+
+def test_builtin_fashion_mnist_keeps_its_official_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_fashion_mnist(tmp_path, n_train=40, n_test=20)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    train = load_dataset("fashion-mnist")
+    assert train.x.shape == (40, 1, 28, 28) and train.max_value == 255.0 and train.name == "fashion-mnist"
+    assert train.label_names[0] == "T-shirt/top" and train.label_names[9] == "Ankle boot"
+    test = load_test_dataset("fashion-mnist", None)
+    assert test is not None and len(test) == 20
+    assert np.array_equal(test.y, np.arange(20) % 10)  # t10k, in its file order
+    assert load_test_dataset("digits", None) is None  # no official split: the trainer splits one off
+
+
+def test_fashion_mnist_missing_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "absent"))
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist")
+    message = str(info.value)
+    assert "dataset-fashion-mnist" in message and "apt-get install" in message and "\n" not in message
+
+
+def test_a_separate_test_set_is_recoded_by_label_name(tmp_path: Path) -> None:
+    train = dataset_from_arrays(np.zeros((4, 2)), np.array(["b", "c", "b", "c"]), name="train")
+    test = dataset_from_arrays(np.ones((2, 2)), np.array(["c", "b"]), name="test")
+    aligned = align_test_set(test, train)
+    assert [train.label_names[c] for c in aligned.y] == ["c", "b"]  # by name, not by code
+    with pytest.raises(DataError, match="label\\(s\\) 'z' do not occur in train"):
+        align_test_set(dataset_from_arrays(np.ones((2, 2)), np.array(["z", "b"]), name="t"), train)
+    with pytest.raises(DataError, match="samples of shape \\(3,\\)"):
+        align_test_set(dataset_from_arrays(np.ones((2, 3)), np.array(["c", "b"]), name="t"), train)
 
 
 # --- bad input ----------------------------------------------------------------------------
@@ -198,7 +243,7 @@ def test_bad_files(tmp_path: Path) -> None:
         assert "\n" not in str(info.value)
         return str(info.value)
 
-    assert "unknown data set 'nope': not a built-in (digits, mnist-5k)" in error("nope")
+    assert "unknown data set 'nope': not a built-in (digits, mnist-5k, fashion-mnist)" in error("nope")
     (tmp_path / "a.txt").write_text("x")
     assert "unsupported data set format '.txt'" in error(str(tmp_path / "a.txt"))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")

@@ -238,3 +238,17 @@ def test_tiny_data_sets_still_train_and_export(tmp_path):
     result = train(config, out_dir=tmp_path, dataset=ds)
     assert 0.0 <= result.card.metrics["knn_5_accuracy"] <= 1.0
     assert (result.model_dir / "encoder.pt").exists()
+
+
+def test_a_given_test_set_is_the_test_split_and_the_rest_is_split_for_validation(tmp_path):
+    whole = noisy_blobs(n_per_class=50)
+    test_rows = np.arange(len(whole.y)) % 5 == 0
+    np.savez(tmp_path / "test.npz", x=whole.x[test_rows], y=np.asarray(whole.label_names)[whole.y[test_rows]])
+    train_part = whole.subset(np.flatnonzero(~test_rows))
+    config = quick_config(test_dataset=str(tmp_path / "test.npz"), epochs=2)
+    result = train(config, out_dir=tmp_path / "out", dataset=train_part)
+    info = result.card.dataset
+    assert info.n_test == int(test_rows.sum()) == result.card.metrics["eval_split_size"]
+    # nothing was split off for test: train + validation + calibration are the 160 given samples
+    assert info.n_train + info.n_val + info.n_calib == len(train_part)
+    assert np.array_equal(result.splits.test.x, whole.x[test_rows])

@@ -221,6 +221,7 @@ def cell_config(spec: GridSpec, cell: Cell) -> TrainConfig:
         "encoder": "mlp",
         "hidden": [256],
         "embedding_dim": 256,
+        "projection_dim": 128,  # pinned: the grid must not move when the trainer's defaults do
         "name": cell.name,
     }
     if mining:

@@ -44,13 +44,20 @@ class TrainConfig(BaseModel):
     # data
     dataset: str | ItemsSource = Field(
         default="digits",
-        description="built-in name (digits, mnist-5k), a path (.npz/.csv/IDX/image folder), "
+        description="built-in name (digits, mnist-5k, fashion-mnist), a path (.npz/.csv/IDX/image folder), "
         "'idx:IMAGES[,LABELS]', or {'source': 'items'}",
+    )
+    test_dataset: str | None = Field(
+        default=None,
+        description="a separate test set (same forms as dataset, same classes); then test_fraction is "
+        "unused. fashion-mnist brings its official t10k test split without it",
     )
     label_column: str = Field(default="label", description="label column of a .csv data set")
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     calib_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
-    test_fraction: float = Field(default=0.2, ge=0.0, lt=0.6)
+    test_fraction: float = Field(
+        default=0.2, ge=0.0, lt=0.6, description="held out for the final test (unless data bring their own)"
+    )
     augment: bool = Field(default=True, description="augment training batches (ntxent always does)")
 
     # loss

@@ -22,6 +22,7 @@ import importlib.util
 import io
 import logging
 import math
+import os
 import re
 import struct
 from collections import Counter
@@ -39,7 +40,12 @@ from trainer.card import DatasetInfo, ImageInput, VectorInput
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist-5k")
+BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist-5k", "fashion-mnist")
+# Debian's dataset-fashion-mnist installs the official IDX files here; FASHION_MNIST_DIR points elsewhere.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_LABELS: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
 
 # A class needs this many samples in the pool to give one away to a held-out split and still
@@ -220,7 +226,8 @@ def load_dataset(spec: str, *, root: Path | None = None, label_column: str = "la
     when it is given.
     """
     if spec in BUILTIN_DATASETS:
-        return _load_digits() if spec == "digits" else _load_mnist_5k()
+        loaders = {"digits": _load_digits, "mnist-5k": _load_mnist_5k, "fashion-mnist": _load_fashion_mnist}
+        return loaders[spec]()
     if spec.startswith("idx:"):
         parts = [p.strip() for p in spec[4:].split(",")]
         if not 1 <= len(parts) <= 2 or not all(parts):
@@ -314,6 +321,64 @@ def _load_mnist_5k() -> Dataset:
         label_names=[str(i) for i in range(10)],
         max_value=255.0,
     )
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST IDX files are: ``$FASHION_MNIST_DIR``, else Debian's package folder."""
+    return Path(os.environ.get("FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
+
+
+def _fashion_mnist_part(part: Literal["train", "t10k"]) -> Dataset:
+    folder = fashion_mnist_dir()
+    images = folder / f"{part}-images-idx3-ubyte.gz"
+    if not images.is_file():
+        raise DataError(
+            f"fashion-mnist needs Debian's dataset-fashion-mnist package (no {images}): "
+            "install it with `sudo apt-get install dataset-fashion-mnist` (or `make data`), "
+            "or point FASHION_MNIST_DIR at a folder holding the four official IDX files"
+        )
+    data = _load_idx(images, _idx_labels_path(images))
+    names = [FASHION_MNIST_LABELS[int(code)] for code in data.label_names]
+    return Dataset(data.x, data.y, names, "fashion-mnist", max_value=255.0)
+
+
+def _load_fashion_mnist() -> Dataset:
+    """Fashion-MNIST's 60,000 official training images (the 10,000 ``t10k`` are its test split)."""
+    return _fashion_mnist_part("train")
+
+
+def load_test_dataset(
+    spec: str, test_spec: str | None, *, root: Path | None = None, label_column: str = "label"
+) -> Dataset | None:
+    """The held-out test set that comes with a data set: ``test_spec`` when given (a user's own file),
+    else a built-in's official test split (fashion-mnist's ``t10k``), else None (the trainer splits one off).
+    """
+    if test_spec is not None:
+        return load_dataset(test_spec, root=root, label_column=label_column)
+    if spec == "fashion-mnist":
+        return _fashion_mnist_part("t10k")
+    return None
+
+
+def align_test_set(test: Dataset, train: Dataset) -> Dataset:
+    """Re-code a separate test set's labels with the training set's codes (matched by label name).
+
+    Raises :class:`DataError` when its samples have another shape or it holds a class training never saw.
+    """
+    if test.x.shape[1:] != train.x.shape[1:]:
+        raise DataError(
+            f"test data set {test.name}: samples of shape {tuple(test.x.shape[1:])}, "
+            f"but {train.name}'s are {tuple(train.x.shape[1:])}"
+        )
+    codes = {name: code for code, name in enumerate(train.label_names)}
+    unseen = sorted(set(test.label_names) - set(codes))
+    if unseen:
+        raise DataError(
+            f"test data set {test.name}: label(s) {', '.join(map(repr, unseen[:5]))} "
+            f"do not occur in {train.name}"
+        )
+    remap = np.array([codes[name] for name in test.label_names], dtype=np.int64)
+    return Dataset(test.x, remap[test.y], list(train.label_names), test.name, train.max_value)
 
 
 def _load_npz(path: Path) -> Dataset:

@@ -33,9 +33,11 @@ from trainer.data import (
     Dataset,
     PKSampler,
     Splits,
+    align_test_set,
     augment,
     check_pairs_possible,
     load_dataset,
+    load_test_dataset,
     split_dataset,
     two_views,
 )
@@ -322,13 +324,19 @@ def _train(
         raise TrainError(str(exc)) from exc
     if config.loss not in ("ce", "ntxent"):
         check_pairs_possible(ds)
+    # A data set's own test split (fashion-mnist's t10k, or --test-dataset) replaces the split-off one.
+    given_test = load_test_dataset(
+        str(config.dataset), config.test_dataset, root=data_root, label_column=config.label_column
+    )
     splits = split_dataset(
         ds,
         val_fraction=config.val_fraction,
         calib_fraction=config.calib_fraction,
-        test_fraction=config.test_fraction,
+        test_fraction=0.0 if given_test is not None else config.test_fraction,
         seed=config.seed,
     )
+    if given_test is not None:
+        splits.test = align_test_set(given_test, ds)
     train_set = splits.train
     if len(splits.val.y) == 0:
         raise TrainError("the validation split is empty; raise val_fraction or add data")
