@@ -18,7 +18,7 @@ import torch
 from trainer.card import read_card
 from trainer.export import load_scripted
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,7 +31,7 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_ranks_match_one_process_on_the_concatenated_batch(tmp_path):
-    script = str(ROOT / "tests" / "ddp_step.py")
+    script = str(ROOT / "tests" / "trainer" / "ddp_step.py")
     run([sys.executable, script, str(tmp_path / "single.pt")], ROOT)
     run([*TORCHRUN, script, str(tmp_path / "ddp.pt")], ROOT)
     single = torch.load(tmp_path / "single.pt")

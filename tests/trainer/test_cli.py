@@ -17,7 +17,7 @@ from trainer.card import read_card
 from trainer.cli import build_parser, config_from_args, main
 from trainer.config import LOSS_FIELDS, LOSS_NAMES, TrainConfig, check_encoder_fits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,7 @@ from trainer.compare import (
     run_grid,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICK_CELLS = 6  # --quick: ce, contrastive, supcon × batch sizes 32, 256 × 1 seed
 
 

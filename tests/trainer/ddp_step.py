@@ -1,7 +1,7 @@
 """Run one training step per loss under torchrun (or alone) and save the loss and the gradients.
 
-``torchrun --nproc_per_node=2 tests/ddp_step.py OUT`` gives each rank half of a fixed batch;
-``python tests/ddp_step.py OUT`` (one process) takes the whole batch. test_distributed.py compares.
+``torchrun --nproc_per_node=2 tests/trainer/ddp_step.py OUT`` gives each rank half of a fixed batch;
+``python tests/trainer/ddp_step.py OUT`` (one process) takes the whole batch. test_distributed.py compares.
 """
 
 from __future__ import annotations
