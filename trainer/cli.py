@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, format_validation_error
 
 
 class UsageError(Exception):
@@ -63,16 +63,6 @@ def load_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of config fields")
     return data
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line: ``field: reason; field: reason``."""
-    parts = []
-    for err in exc.errors():
-        reason = err["msg"].removeprefix("Value error, ")  # our validators' messages say it all
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {reason}" if where else reason)
-    return "invalid config: " + "; ".join(parts)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -147,33 +137,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         t = result.card.threshold
         print(f"{'threshold (cosine dist.)':<28} {t.distance:.4f}  (FAR {t.far:.4f}, TAR {t.tar:.4f})")
     print(f"model directory: {result.model_dir}")
-    return 0
-
-
-WORKER_FLAGS = {  # flag -> WorkerSettings field (each is also an EMBED_ variable)
-    "--data-dir": "data_dir",
-    "--database-url": "database_url",
-    "--device": "worker_device",
-    "--poll-interval": "worker_poll_interval",
-    "--heartbeat-interval": "worker_heartbeat_interval",
-    "--stale-after": "job_stale_after",
-    "--max-attempts": "job_max_attempts",
-}
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError as SettingsError
-
-    from trainer.worker import WorkerSettings, run_worker
-
-    given = {
-        field: getattr(args, field) for field in WORKER_FLAGS.values() if getattr(args, field) is not None
-    }
-    try:
-        settings = WorkerSettings(**given)
-    except SettingsError as exc:
-        raise UsageError(format_validation_error(exc)) from exc
-    run_worker(settings, once=args.once)
     return 0
 
 
@@ -254,22 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.add_argument("--quiet", action="store_true", help="no progress output")
     add_config_flags(p_train)
     p_train.set_defaults(func=cmd_train)
-
-    from trainer.worker import WorkerSettings
-
-    p_worker = sub.add_parser(
-        "worker",
-        help="run queued training jobs from the service database",
-        description="Claims queued jobs (POST /train) and runs them. Every flag is also an EMBED_ variable.",
-    )
-    for flag, field in WORKER_FLAGS.items():
-        info = WorkerSettings.model_fields[field]
-        env = f"EMBED_{field.upper()}"
-        p_worker.add_argument(
-            flag, dest=field, default=None, help=f"{info.description} (env {env}, default {info.default})"
-        )
-    p_worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
-    p_worker.set_defaults(func=cmd_worker)
 
     p_compare = sub.add_parser(
         "compare",

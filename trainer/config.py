@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_WIDTH = 16_384  # layer widths beyond this are a typo, not a model: refuse before a worker OOMs
 Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
@@ -170,3 +170,13 @@ def new_model_id(config: TrainConfig) -> str:
     """A fresh, readable model id: ``<loss>-<UTC time>-<random>``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{config.loss_label().replace(':', '-')}-{stamp}-{secrets.token_hex(3)}"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: ``field: reason; field: reason``."""
+    parts = []
+    for err in exc.errors():
+        reason = err["msg"].removeprefix("Value error, ")  # our validators' messages say it all
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {reason}" if where else reason)
+    return "invalid config: " + "; ".join(parts)
