@@ -1,21 +1,35 @@
-"""``python -m service``: parse flags/env into Settings and run uvicorn (one process: one index)."""
+"""``python -m service [FLAGS]`` runs the API server; ``python -m service worker [FLAGS]`` a training worker.
+
+Flags and ``EMBED_*`` environment variables come from one settings class each (``service.config``).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
-from service.config import Settings
+from service.config import Settings, WorkerSettings
 from trainer.card import CardError, read_card
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["worker"]:
+        sys.exit(worker_main(args[1:]))
+    serve_main(args)
+
+
+def serve_main(args: list[str]) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
     try:
-        settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)  # type: ignore[call-arg]
+        settings = Settings(_cli_parse_args=args)  # type: ignore[call-arg]
     except ValidationError as exc:
         sys.exit(f"invalid settings:\n{exc}")
     if settings.model is not None:
@@ -23,9 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             read_card(settings.model)
         except CardError as exc:
             sys.exit(f"error: --model {settings.model}: {exc}")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -33,6 +45,21 @@ def main(argv: list[str] | None = None) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
     )
+
+
+def worker_main(args: list[str]) -> int:
+    """Run queued training jobs until SIGTERM (``--once``: until the queue is empty)."""
+    from service.worker import run_worker
+
+    once = "--once" in args
+    try:
+        settings = WorkerSettings(_cli_parse_args=[a for a in args if a != "--once"])  # type: ignore[call-arg]
+    except ValidationError as exc:
+        sys.exit(f"invalid settings:\n{exc}")
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    run_worker(settings, once=once)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Service settings: one pydantic-settings class, from flags (``--data-dir``) and env (``EMBED_DATA_DIR``)."""
+"""Settings: flags (``--data-dir``) and environment variables (``EMBED_DATA_DIR``), one name for both.
+
+Three layers, so no process re-declares another's settings: ``StoreSettings`` (where the data lives:
+every process), ``WorkerSettings`` (the training worker, ``python -m service worker``) and ``Settings``
+(the API server, which also supervises a worker and so takes the worker's settings too).
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,28 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.paths import DataDir
+
 IndexType = Literal["flat", "hnsw", "ivf"]
 SqliteSync = Literal["full", "normal"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
-class Settings(BaseSettings):
-    """Embedding service. Every flag is also an environment variable: --data-dir is EMBED_DATA_DIR."""
+class StoreSettings(BaseSettings):
+    """The data directory and database every process of the service shares."""
 
     model_config = SettingsConfigDict(
         env_prefix="EMBED_",
         cli_kebab_case=True,
-        cli_prog_name="python -m service",
         cli_implicit_flags=True,
         cli_hide_none_type=True,
         cli_avoid_json=True,
         extra="ignore",
     )
 
-    host: str = Field("127.0.0.1", description="Interface to bind.")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     data_dir: Path = Field(
         Path("data"),
-        description="Holds service.db, registered models (models/) and index snapshots (index/).",
-    )
-    model: Path | None = Field(
-        None, description="An exported model directory to register (copied under data-dir) and activate."
-    )
-    api_key: SecretStr | None = Field(
-        None, description="When set, every route but /health and /ready needs 'Authorization: Bearer KEY'."
+        description="Holds service.db, data sets (datasets/), models (models/) and index snapshots (index/).",
     )
     database_url: str | None = Field(
         None, description="Any SQLAlchemy URL; default sqlite:///DATA_DIR/service.db."
@@ -44,6 +43,56 @@ class Settings(BaseSettings):
     sqlite_synchronous: SqliteSync = Field(
         "full", description="SQLite synchronous pragma (WAL mode): full survives power loss, normal a crash."
     )
+    log_level: LogLevel = Field("info", description="Log level.")
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        # compose files pass unset variables as "": that must mean "the default database"
+        return None if value == "" else value
+
+    @property
+    def paths(self) -> DataDir:
+        return DataDir(self.data_dir)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.paths.db_file.resolve()}"
+
+
+class WorkerSettings(StoreSettings):
+    """The training worker: `python -m service worker [--once]` (--once: exit when the queue is empty).
+    The server runs one itself unless --no-worker."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m service worker")
+
+    worker_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device of the training worker for jobs whose config says auto."
+    )
+    worker_poll_interval: float = Field(1.0, gt=0, description="Seconds between job-queue polls when idle.")
+    worker_heartbeat_interval: float = Field(
+        2.0, gt=0, description="Seconds between a running job's heartbeats."
+    )
+    job_stale_after: float = Field(
+        60.0, gt=0, description="A running job whose heartbeat is older is re-queued (or failed)."
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Runs of one job (resumed each time) before it fails.")
+
+
+class Settings(WorkerSettings):
+    """Embedding service. Every flag is also an environment variable: --data-dir is EMBED_DATA_DIR."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m service")
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    model: Path | None = Field(
+        None, description="An exported model directory to register (copied under data-dir) and activate."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set, every route but /health and /ready needs 'Authorization: Bearer KEY'."
+    )
+
     index_type: IndexType = Field("flat", description="FAISS index: flat (exact), hnsw or ivf (approximate).")
     hnsw_m: int = Field(32, ge=4, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(64, ge=1, description="HNSW search breadth (raised to k when smaller).")
@@ -82,20 +131,9 @@ class Settings(BaseSettings):
         True,
         description="Run one training worker subprocess (restarted if it dies); --no-worker: run it apart.",
     )
-    worker_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Device of the worker subprocess for jobs whose config says auto."
-    )
-    worker_heartbeat_interval: float = Field(
-        2.0, gt=0, description="Seconds between a running job's heartbeats."
-    )
-    job_stale_after: float = Field(
-        60.0, gt=0, description="A running job whose heartbeat is older is re-queued (or failed)."
-    )
-    job_max_attempts: int = Field(3, ge=1, description="Runs of one job (resumed each time) before it fails.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(False, description="Log every request (uvicorn access log; costs throughput).")
 
-    @field_validator("model", "api_key", "database_url", "torch_threads", mode="before")
+    @field_validator("model", "api_key", "torch_threads", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # compose files pass unset variables as "": that must mean "no API key", not an empty one
@@ -106,19 +144,3 @@ class Settings(BaseSettings):
         # Intra-op threads that find no free core stall at every barrier; leave one core to the event loop.
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return self.torch_threads or max(1, min(8, cores - 1))
-
-    @property
-    def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
-
-    @property
-    def datasets_dir(self) -> Path:
-        return self.data_dir / "datasets"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
-
-    @property
-    def index_dir(self) -> Path:
-        return self.data_dir / "index"

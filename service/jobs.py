@@ -1,6 +1,6 @@
 """The training-job queue: plain SQL on the ``jobs`` table, shared by the service and the workers.
 
-Only SQLAlchemy here (no FastAPI, no torch), so ``python -m trainer worker`` can use it too.
+Only SQLAlchemy here (no FastAPI, no torch): the server and ``python -m service worker`` both use it.
 Every state change is one conditional UPDATE (``... WHERE status = 'queued'``) checked by its
 row count, which is what makes claiming atomic on SQLite and on PostgreSQL alike: two workers
 racing for the same job both issue the UPDATE, and only one of them changes a row.

@@ -37,7 +37,7 @@ def snapshot(state: ServiceState) -> bool:
                 return False
             blob, meta = runtime.index.serialize()
         start = time.perf_counter()
-        write_snapshot(state.settings.index_dir, blob, meta)  # outside the lock: writes go on meanwhile
+        write_snapshot(state.settings.paths.index, blob, meta)  # outside the lock: writes go on meanwhile
         runtime.snapshot_version = meta["version"]
         logger.info(
             "index snapshot of %s: %d vectors in %.3fs",
@@ -51,11 +51,11 @@ def snapshot(state: ServiceState) -> bool:
 def load_index(state: ServiceState, runtime_model: str, dim: int, distance: str) -> VectorIndex:
     """This model's snapshot if it is usable with the current settings, else an empty index."""
     params = state.index_params
-    index_file, _ = snapshot_paths(state.settings.index_dir, runtime_model)
+    index_file, _ = snapshot_paths(state.settings.paths.index, runtime_model)
     if not index_file.exists():
         return VectorIndex(runtime_model, dim, distance, params)
     try:
-        index = VectorIndex.load(state.settings.index_dir, runtime_model, dim, distance, params)
+        index = VectorIndex.load(state.settings.paths.index, runtime_model, dim, distance, params)
     except Exception as exc:  # noqa: BLE001 - any unreadable snapshot is rebuilt from the database
         logger.warning("index snapshot unusable (%s); rebuilding from the database", exc)
         return VectorIndex(runtime_model, dim, distance, params)

@@ -39,7 +39,7 @@ def register_model_dir(state: ServiceState, source: Path) -> ModelCard:
     """Copy a model directory into the data dir (once) and record it; raises CardError when unusable."""
     source = Path(source)
     card = read_card(source)
-    target = state.settings.models_dir / card.model_id
+    target = state.settings.paths.models / card.model_id
     if source.resolve() != target.resolve():
         if target.exists():
             if read_card(target).encoder_sha256 != card.encoder_sha256:
@@ -75,7 +75,7 @@ def _copy_dir(source: Path, target: Path) -> None:
 
 def register_found_models(state: ServiceState) -> None:
     """Record model directories already under ``<data-dir>/models`` (e.g. written by the trainer)."""
-    models_dir = state.settings.models_dir
+    models_dir = state.settings.paths.models
     if not models_dir.is_dir():
         return
     with state.session() as session:
@@ -107,7 +107,7 @@ def load_encoder(state: ServiceState, model_id: str) -> Encoder:
     row = model_row(state, model_id)
     path = Path(row.path)
     if not path.exists():  # the data dir moved since registration: models live under it
-        path = state.settings.models_dir / model_id
+        path = state.settings.paths.models / model_id
     try:
         return Encoder.load(path)
     except CardError as exc:
@@ -221,7 +221,7 @@ def activate(
 def drop_replaced_snapshot(state: ServiceState, previous: Runtime | None, model_id: str) -> None:
     """Once ``model_id`` serves, the index snapshot of the model it replaced is of no more use."""
     if previous is not None and previous.model_id != model_id:
-        for path in snapshot_paths(state.settings.index_dir, previous.model_id):
+        for path in snapshot_paths(state.settings.paths.index, previous.model_id):
             path.unlink(missing_ok=True)
 
 

@@ -1,6 +1,6 @@
 """Training-job housekeeping inside the service process.
 
-- ``WorkerSupervisor`` runs ``python -m trainer worker`` as a child process (unless
+- ``WorkerSupervisor`` runs ``python -m service worker`` as a child process (unless
   ``--no-worker``) and restarts it when it dies, first handing the dead worker's running job
   back to the queue so the new worker resumes it from its checkpoint.
 - ``maintain_jobs`` runs every second: it re-queues (or fails) jobs whose heartbeat went stale,
@@ -52,12 +52,13 @@ class WorkerSupervisor:
     def command(self) -> list[str]:
         s = self.settings
         return [
-            sys.executable, "-m", "trainer", "worker",
+            sys.executable, "-m", "service", "worker",
             "--data-dir", str(Path(s.data_dir).resolve()),
-            "--device", s.worker_device,
-            "--heartbeat-interval", str(s.worker_heartbeat_interval),
-            "--stale-after", str(s.job_stale_after),
-            "--max-attempts", str(s.job_max_attempts),
+            "--worker-device", s.worker_device,
+            "--worker-heartbeat-interval", str(s.worker_heartbeat_interval),
+            "--job-stale-after", str(s.job_stale_after),
+            "--job-max-attempts", str(s.job_max_attempts),
+            "--log-level", s.log_level,
         ]  # fmt: skip
 
     def start(self) -> None:
@@ -141,7 +142,7 @@ def maintain_jobs(state: ServiceState) -> None:
 
 def _remove_finished_run_dirs(state: ServiceState) -> None:
     """Checkpoints of jobs that ended (failed or cancelled while no worker held them) are garbage."""
-    runs = state.settings.models_dir / ".runs"
+    runs = state.settings.paths.runs
     if not runs.is_dir():
         return
     names = [p.name for p in runs.iterdir() if p.is_dir()]
@@ -186,7 +187,7 @@ def _follow_activations(state: ServiceState) -> None:
         if state.activation_mutex.locked():
             return  # another activation runs; try again next pass
         try:
-            register_model_dir(state, state.settings.models_dir / model_id)  # checks the worker's files
+            register_model_dir(state, state.settings.paths.models / model_id)  # checks the worker's files
             status = start_activation(state, model_id)
         except ServiceError as exc:
             if exc.code is ErrorCode.CONFLICT and state.activation_mutex.locked():

@@ -1,20 +1,19 @@
-"""``python -m trainer worker``: claims queued training jobs from the database and runs them.
+"""``python -m service worker``: claims queued training jobs from the database and runs them.
 
-The worker shares the data directory with the service: models are written to
-``<data-dir>/models/<model_id>/`` and registered in the ``models`` table, where the service finds
-them (and activates them when the job asked for it). A heartbeat thread keeps the job's
-``heartbeat_at`` fresh and picks up cancellation requests; the progress callback turns those
-into ``Cancelled`` at the next training step.
+The worker belongs to the service (it reads the service's tables) and calls the trainer as a library.
+It shares the data directory with the server: models are written to ``<data-dir>/models/<model_id>/``
+and registered in the ``models`` table, where the server finds them (and activates them when the job
+asked for it). A heartbeat thread keeps the job's ``heartbeat_at`` fresh and picks up cancellation
+requests; the progress callback turns those into ``Cancelled`` at the next training step.
 
-A job that comes back after its worker died (re-queued by the service's stale-job reaper)
-resumes from the checkpoint in ``<data-dir>/models/.runs/<model_id>/``.
+A job that comes back after its worker died (re-queued by the stale-job reaper) resumes from the
+checkpoint in ``<data-dir>/models/.runs/<job_id>/`` (per job id, see ``service.paths``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -24,16 +23,15 @@ import traceback
 from collections import deque
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import jobs
+from service.config import WorkerSettings
 from service.store import ItemRow, JobRow, ModelRow, open_db
 from trainer.card import CARD_FILE, read_card
 from trainer.config import TrainConfig, foreign_loss_fields
@@ -43,12 +41,6 @@ from trainer.train import CHECKPOINT_FILE, Cancelled, Progress, TrainError, trai
 log = logging.getLogger(__name__)
 
 
-def without_data_dir(message: str, data_dir: Path) -> str:
-    """Job errors are shown to API users: name files relative to the data dir, not by server path."""
-    root = re.escape(str(data_dir.resolve()).rstrip(os.sep) + os.sep)
-    return re.sub(rf"(?<![^\s'\"(\[]){root}", "", message)  # only where a path starts
-
-
 def without_foreign_loss_fields(job: JobRow) -> dict[str, Any]:
     """A job queued before parameters of another loss were refused: drop them (they were ignored then)."""
     loss = job.config.get("loss")
@@ -56,34 +48,6 @@ def without_foreign_loss_fields(job: JobRow) -> dict[str, Any]:
     if foreign:
         log.info("job %s: ignoring %s, not parameters of loss %r", job.id, ", ".join(foreign), loss)
     return {k: v for k, v in job.config.items() if k not in foreign}
-
-
-class WorkerSettings(BaseSettings):
-    """Worker settings; each is a flag of ``python -m trainer worker`` and an ``EMBED_`` variable."""
-
-    model_config = SettingsConfigDict(env_prefix="EMBED_", env_ignore_empty=True, extra="ignore")
-
-    data_dir: Path = Field(Path("data"), description="data directory shared with the service")
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/service.db"
-    )
-    worker_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="device for jobs whose config says 'auto'"
-    )
-    worker_poll_interval: float = Field(1.0, gt=0, description="seconds between queue polls when idle")
-    worker_heartbeat_interval: float = Field(2.0, gt=0, description="seconds between job heartbeats")
-    job_stale_after: float = Field(
-        60.0, gt=0, description="a running job without heartbeat this long is stale"
-    )
-    job_max_attempts: int = Field(3, ge=1, description="runs of one job before it is failed for good")
-
-    @property
-    def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'service.db').resolve()}"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -139,6 +103,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.paths = settings.paths
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine, self.sessions = open_db(settings.db_url)
         self.stopping = threading.Event()
@@ -146,7 +111,8 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------------
     def run(self, once: bool = False) -> int:
         """Claim and run jobs until stopped (or, with ``once``, until the queue is empty)."""
-        log.info("worker %s polling %s", self.worker_id, self.settings.db_url)
+        shown = make_url(self.settings.db_url).render_as_string(hide_password=True)
+        log.info("worker %s polling %s", self.worker_id, shown)
         done = 0
         while not self.stopping.is_set():
             try:
@@ -196,7 +162,7 @@ class Worker:
             return  # the checkpoint stays for whoever resumes the job
         except (DataError, TrainError, ValueError, FileExistsError) as exc:
             log.error("job %s failed: %s", job.id, exc)
-            error = without_data_dir(str(exc), self.settings.data_dir)
+            error = self.paths.scrub(str(exc))
         except Exception as exc:  # noqa: BLE001 - a job must end failed, never stay "running"
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             error = f"internal error: {type(exc).__name__}: {exc}"
@@ -206,7 +172,7 @@ class Worker:
         if jobs.finish(
             self.sessions, job.id, self.worker_id, status, error=error, result=result, log=tail.text()
         ):
-            shutil.rmtree(self._run_dir(job), ignore_errors=True)
+            shutil.rmtree(self.paths.run_dir(job.id), ignore_errors=True)
         else:
             log.warning("job %s was taken from this worker meanwhile; its result is dropped", job.id)
 
@@ -215,7 +181,7 @@ class Worker:
         config = TrainConfig.model_validate({**without_foreign_loss_fields(job), "name": job.model_id})
         if config.device == "auto":
             config = config.model_copy(update={"device": self.settings.worker_device})
-        model_dir = self.settings.models_dir / job.model_id
+        model_dir = self.paths.model_dir(job.model_id)
         if (model_dir / CARD_FILE).exists():
             # An earlier attempt of this job exported the model and died before recording it.
             written = {k: v for k, v in read_card(model_dir).config.items() if k != "device"}
@@ -228,13 +194,13 @@ class Worker:
                 dataset = load_dataset(
                     job.dataset_spec, root=self.settings.data_dir, label_column=config.label_column
                 )
-            run_dir = self._run_dir(job)
+            run_dir = self.paths.run_dir(job.id)
             resume = (run_dir / CHECKPOINT_FILE).exists()
             if resume:
                 log.info("job %s: resuming from %s", job.id, run_dir)
             train(
                 config,
-                out_dir=self.settings.models_dir,
+                out_dir=self.paths.models,
                 dataset=dataset,
                 progress=self._progress(job, beat, tail),
                 resume=resume,
@@ -295,10 +261,6 @@ class Worker:
                 session.add(ModelRow(id=model_id, path=str(model_dir.resolve()), card=card))
                 session.commit()
 
-    def _run_dir(self, job: JobRow) -> Path:
-        """Checkpoints live per job, so a later job reusing a name never resumes a stranger's run."""
-        return self.settings.models_dir / ".runs" / job.id
-
     def _discard_model(self, job: JobRow) -> None:
         """A cancelled job keeps nothing: neither its model directory nor its registration."""
         with self.sessions() as session:
@@ -306,7 +268,7 @@ class Worker:
             if row is not None and not row.active:
                 session.delete(row)
                 session.commit()
-        shutil.rmtree(self.settings.models_dir / job.model_id, ignore_errors=True)
+        shutil.rmtree(self.paths.model_dir(job.model_id), ignore_errors=True)
 
 
 class _Heartbeat(threading.Thread):

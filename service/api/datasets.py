@@ -35,7 +35,7 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
         raise ServiceError(
             ErrorCode.INVALID_REQUEST, f"file: {name or 'the upload'!r} is not a .npz or .csv data set"
         )
-    folder = state.settings.datasets_dir
+    folder = state.settings.paths.datasets
     folder.mkdir(parents=True, exist_ok=True)
     dataset_id = "ds-" + secrets.token_hex(6)
     fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=folder)

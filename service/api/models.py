@@ -62,7 +62,7 @@ REPORT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.(png|md|json)$")  
 
 def _model_path(state: ServiceState, model_id: str) -> Path:
     path = Path(model_row(state, model_id).path)
-    return path if path.exists() else state.settings.models_dir / model_id
+    return path if path.exists() else state.settings.paths.models / model_id
 
 
 @router.get("/{model_id}/report", response_model=ReportOut)

@@ -117,11 +117,7 @@ def _compose_env_names() -> set[str]:
 
 
 def _settings_env_names() -> set[str]:
-    from trainer.worker import WorkerSettings
-
-    names = {f"EMBED_{name.upper()}" for name in Settings.model_fields}
-    names |= {f"EMBED_{name.upper()}" for name in WorkerSettings.model_fields}
-    return names
+    return {f"EMBED_{name.upper()}" for name in Settings.model_fields}  # the worker's are a subset
 
 
 # Variables that only parameterise the compose file itself (image tags, published port).

@@ -34,7 +34,7 @@ def _assert_consistent(c: TestClient, live: dict[str, np.ndarray], gone: list[st
 
 def test_stale_snapshot_is_reconciled_with_the_database(tmp_path):
     settings = make_settings(tmp_path, model=model_dir())
-    index_dir = settings.index_dir
+    index_dir = settings.paths.index
     a, b, new_a7 = _vectors(40, 0), _vectors(25, 1), _vectors(1, 9)[0]
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(a, prefix="a")})
@@ -64,7 +64,7 @@ def test_missing_corrupt_or_mismatched_snapshot_is_rebuilt(tmp_path, damage, cap
     x = _vectors(60, 2)
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(x)})
-    faiss_file = settings.index_dir / "toy-vec.faiss"
+    faiss_file = settings.paths.index / "toy-vec.faiss"
     if damage == "delete":
         faiss_file.unlink()
     elif damage == "corrupt":
@@ -94,7 +94,7 @@ def test_ivf_trains_from_stored_embeddings_at_start(tmp_path):
 
 def test_periodic_snapshots_run_in_the_background(tmp_path):
     settings = make_settings(tmp_path, model=model_dir(), snapshot_interval=0.2)
-    meta = settings.index_dir / "toy-vec.json"
+    meta = settings.paths.index / "toy-vec.json"
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(_vectors(10, 4))})
         deadline = time.monotonic() + 10

@@ -211,11 +211,11 @@ def start_worker(data_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
         "-m",
-        "trainer",
+        "service",
         "worker",
         "--data-dir",
         str(data_dir),
-        "--heartbeat-interval",
+        "--worker-heartbeat-interval",
         "0.5",
     ]
     log = open(data_dir.parent / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - read on failure

@@ -21,11 +21,12 @@ from sqlalchemy import select, update
 
 from service import jobs
 from service.app import create_app
+from service.paths import DataDir
 from service.store import JobRow, open_db
 from service.supervisor import maintain_jobs
+from service.worker import without_foreign_loss_fields
 from trainer.config import TrainConfig
 from trainer.data import load_dataset
-from trainer.worker import without_data_dir, without_foreign_loss_fields
 
 
 @pytest.fixture()
@@ -290,7 +291,7 @@ def test_dataset_upload_validates_and_is_trainable(client):
     response = client.post("/datasets", files={"file": ("t.csv", csv)}, data={"label_column": "kind"})
     assert response.status_code == 201 and response.json()["classes"] == ["a", "b"]
     # kept as what was validated, so a job needs no label_column to read it
-    stored = client.app.state.service.settings.datasets_dir / response.json()["filename"]
+    stored = client.app.state.service.settings.paths.datasets / response.json()["filename"]
     assert stored.suffix == ".npz" and response.json()["original_name"] == "t.csv"
     data = load_dataset(str(stored))
     assert data.label_names == ["a", "b"] and data.y.tolist() == [0, 0, 1, 1]
@@ -311,7 +312,7 @@ def test_a_failed_job_names_files_relative_to_the_data_dir(tmp_path):
             model_id="broken",
             activate=False,
         ).id
-    cmd = [sys.executable, "-m", "trainer", "worker", "--data-dir", str(data_dir), "--once"]
+    cmd = [sys.executable, "-m", "service", "worker", "--data-dir", str(data_dir), "--once"]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
     with factory() as session:
         job = session.scalars(select(JobRow).where(JobRow.id == job_id)).one()
@@ -336,7 +337,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(client, name, content, words)
     detail = response.json()["detail"]
     assert words in detail or words == "mine", detail
     assert client.get("/datasets").json() == []
-    folder = client.app.state.service.settings.datasets_dir
+    folder = client.app.state.service.settings.paths.datasets
     assert sorted(p.name for p in folder.iterdir()) == ["pets.npz"], "no temporary or partial file survives"
 
 
@@ -367,10 +368,10 @@ def test_report_routes_serve_only_report_files(client, tmp_path):
         epochs=1, batch_size=16, samples_per_class=4, hidden=[8], embedding_dim=4, name="rep"
     )
     state = client.app.state.service
-    train(config, out_dir=state.settings.models_dir, dataset=ds)
+    train(config, out_dir=state.settings.paths.models, dataset=ds)
     from service.registry import register_model_dir
 
-    register_model_dir(state, state.settings.models_dir / "rep")
+    register_model_dir(state, state.settings.paths.models / "rep")
     report = client.get("/models/rep/report").json()
     assert report["markdown"].startswith("# Model `rep`")
     assert "pca.png" in report["files"] and "encoder.pt" not in report["files"]
@@ -387,7 +388,7 @@ def test_a_job_activation_refused_is_shown_on_the_model(client):
     """A job asked to activate a model that cannot read the stored items: the job and the model say so."""
     client.post("/items", json={"items": [{"vector": [1.0] * 8, "label": "a"}]})
     state = client.app.state.service
-    shutil.copytree(model_dir("wide", dim=4), state.settings.models_dir / "wide")  # reads 4-d vectors
+    shutil.copytree(model_dir("wide", dim=4), state.settings.paths.models / "wide")  # reads 4-d vectors
     with state.session() as session:
         jobs.enqueue(
             session, job_id="j-wide", config={}, dataset_spec="digits", model_id="wide", activate=True
@@ -406,15 +407,12 @@ def test_a_job_activation_refused_is_shown_on_the_model(client):
 
 
 def test_job_errors_lose_the_data_dir_only_where_a_path_starts(tmp_path):
-    data_dir = tmp_path / "data"
-    root = str(data_dir.resolve())
-    assert (
-        without_data_dir(f"cannot read {root}/datasets/a.npz: bad", data_dir)
-        == "cannot read datasets/a.npz: bad"
-    )
-    assert without_data_dir(f"'{root}/models/m1' exists", data_dir) == "'models/m1' exists"
+    paths = DataDir(tmp_path / "data")
+    root = str(paths.root.resolve())
+    assert paths.scrub(f"cannot read {root}/datasets/a.npz: bad") == "cannot read datasets/a.npz: bad"
+    assert paths.scrub(f"'{root}/models/m1' exists") == "'models/m1' exists"
     untouched = f"{root}x/y, /srv{root}/z, {root}"  # a longer name, a path inside another, no separator
-    assert without_data_dir(untouched, data_dir) == untouched
+    assert paths.scrub(untouched) == untouched
 
 
 def test_a_job_queued_with_a_parameter_of_another_loss_still_runs(sessions):

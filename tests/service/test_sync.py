@@ -20,7 +20,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 def test_catch_up_adds_removes_and_never_drops_a_row_of_another_model(tmp_path):
     settings = make_settings(tmp_path, model=model_dir())
-    shutil.copytree(model_dir("toy-b", scale=2.0), settings.models_dir / "toy-b")  # registered, not active
+    shutil.copytree(model_dir("toy-b", scale=2.0), settings.paths.models / "toy-b")  # registered, not active
     with TestClient(create_app(settings)) as c:
         state = c.app.state.service
         x, y = blobs(3)

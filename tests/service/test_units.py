@@ -7,6 +7,7 @@ import base64
 import logging
 import threading
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -366,3 +367,14 @@ def test_processes_starting_together_on_a_fresh_database_all_open_it(tmp_path):
         with sessions() as session:
             assert session.execute(text("select count(*) from items")).scalar() == 0
         engine.dispose()
+
+
+def test_the_worker_takes_the_servers_settings_by_the_same_names():
+    from service.config import StoreSettings, WorkerSettings
+
+    assert set(StoreSettings.model_fields) < set(WorkerSettings.model_fields) < set(Settings.model_fields)
+    doc = (REPO / "README.md").read_text()
+    for name in WorkerSettings.model_fields:
+        assert f"`--{name.replace('_', '-')}" in doc, name
+    worker = WorkerSettings(_cli_parse_args=["--data-dir", "/tmp/x", "--job-max-attempts", "5"])
+    assert worker.data_dir == Path("/tmp/x") and worker.job_max_attempts == 5
