@@ -64,7 +64,17 @@ def _check_labels(labels: torch.Tensor | None, n: int, device: torch.device) -> 
     return labels.to(device)
 
 
-class MetricLoss(torch.nn.Module):
+class Capabilities:
+    """What a loss asks of the training loop, declared once per class (the loop never branches on names)."""
+
+    views: ClassVar[int] = 1  # inputs per sample: NT-Xent compares two augmented views of each
+    needs_pairs: ClassVar[bool] = True  # positives come from labels: every class needs 2+ samples
+    class_balanced: ClassVar[bool] = True  # batches from the P×K sampler; False: plain shuffled batches
+    batch_wide: ClassVar[bool] = True  # couples the samples of a batch: DDP gathers every rank's outputs
+    classifier: ClassVar[bool] = False  # trains through a linear classifier head, not a projection head
+
+
+class MetricLoss(Capabilities, torch.nn.Module):
     """Base class: input checks, fp32 without autocast, and ``last_stats`` bookkeeping.
 
     Subclasses implement ``_compute(x, labels) -> (loss, stats)`` on a float32/64 ``(N, D)`` batch.
@@ -461,6 +471,9 @@ class NTXentLoss(MetricLoss):
 
     name = "ntxent"
     PARAMS = ("temperature", "normalize")
+    views = 2
+    needs_pairs = False  # self-supervised: labels play no part
+    class_balanced = False
 
     def __init__(self, temperature: float = 0.5, normalize: bool = True) -> None:
         super().__init__(normalize)
@@ -484,6 +497,35 @@ class NTXentLoss(MetricLoss):
 LOSSES: dict[str, type[MetricLoss]] = {
     cls.name: cls for cls in (ContrastiveLoss, TripletLoss, NPairLoss, SupConLoss, NTXentLoss)
 }
+
+
+class ClassifierLoss(Capabilities, torch.nn.Module):
+    """The ``ce`` baseline: cross-entropy of a linear classifier head over the encoder's output.
+
+    A per-sample mean, so it is not batch-wide: DDP's gradient average over equal shards is already exact.
+    """
+
+    name: ClassVar[str] = "ce"
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+    needs_pairs = False
+    batch_wide = False
+    classifier = True
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+Criterion = MetricLoss | ClassifierLoss
+CRITERIA: dict[str, type[Criterion]] = {ClassifierLoss.name: ClassifierLoss, **LOSSES}
+
+
+def build_criterion(name: str, **params: Any) -> Criterion:
+    """What training minimises: any metric loss by name, or ``ce`` (the classifier baseline)."""
+    return ClassifierLoss() if name == ClassifierLoss.name and not params else build_loss(name, **params)
 
 
 def loss_names() -> list[str]:

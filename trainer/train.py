@@ -43,7 +43,7 @@ from trainer.data import (
 )
 from trainer.distributed import World, barrier, broadcast_object, gather_with_grad, init_from_env
 from trainer.export import write_model_dir
-from trainer.losses import MetricLoss, build_loss
+from trainer.losses import Criterion, build_criterion
 from trainer.metrics import (
     calibrate_threshold,
     evaluate_embeddings,
@@ -149,18 +149,12 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _criterion(config: TrainConfig) -> nn.Module:
-    if config.loss == "ce":
-        return nn.CrossEntropyLoss()
-    return build_loss(config.loss, **config.loss_params())
-
-
-def loss_card(config: TrainConfig, criterion: nn.Module) -> dict[str, Any]:
+def loss_card(config: TrainConfig, criterion: Criterion) -> dict[str, Any]:
     """The card's ``loss``: its name and every parameter as the built loss resolved it.
 
     Read back from the module, so a default (supcon's temperature, say) is recorded as used.
     """
-    return {"name": config.loss, **(criterion.params if isinstance(criterion, MetricLoss) else {})}
+    return {"name": config.loss, **criterion.params}
 
 
 def model_dir_taken(model_dir: Path, run_dir: Path, resume: bool) -> TrainError:
@@ -226,7 +220,7 @@ def shard_batches(batches: list[list[int]], world: World) -> list[list[int]]:
 
 def training_step(
     model: nn.Module,
-    criterion: nn.Module,
+    criterion: Criterion,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
@@ -244,7 +238,7 @@ def training_step(
         out = model(inputs.flatten(0, 1) if views > 1 else inputs).float()
     if views > 1:
         out = out.view(len(inputs), views, -1)
-    if isinstance(criterion, nn.CrossEntropyLoss):
+    if not criterion.batch_wide:
         loss = criterion(out, labels)  # a per-sample mean: DDP's average over equal shards is exact
         loss.backward()
         if world.distributed:  # report the global-batch mean, as the other losses do
@@ -322,7 +316,8 @@ def _train(
         check_encoder_fits(config, ds.x.shape[1:])
     except ValueError as exc:
         raise TrainError(str(exc)) from exc
-    if config.loss not in ("ce", "ntxent"):
+    criterion = build_criterion(config.loss, **config.loss_params()).to(device)
+    if criterion.needs_pairs:
         check_pairs_possible(ds)
     # A data set's own test split (fashion-mnist's t10k, or --test-dataset) replaces the split-off one.
     given_test = load_test_dataset(
@@ -358,7 +353,7 @@ def _train(
             hidden=config.hidden,
             channels=config.channels,
             projection_dim=config.projection_dim,
-            n_classes=ds.n_classes if config.loss == "ce" else None,
+            n_classes=ds.n_classes if criterion.classifier else None,
         )
 
     model = make_model().to(device)
@@ -369,7 +364,6 @@ def _train(
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if world.distributed:
         torch.manual_seed(config.seed + 1_000_003 * world.rank)  # same weights, different augmentation noise
-    criterion = _criterion(config).to(device)
     if config.optimizer == "adamw":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -384,7 +378,7 @@ def _train(
     )  # fmt: skip
     steps_per_epoch = (
         len(sampler)
-        if config.loss != "ntxent"
+        if criterion.class_balanced
         else len(shard_batches(random_batches(len(y_train), config.batch_size, 0, 0), world))
     )
     if steps_per_epoch == 0:
@@ -417,13 +411,13 @@ def _train(
     # --- the loop -----------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs):
         trained.train()
-        if config.loss == "ntxent":
+        if criterion.class_balanced:
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+        else:
             batches = shard_batches(
                 random_batches(len(y_train), config.batch_size, config.seed, epoch), world
             )
-        else:
-            sampler.set_epoch(epoch)
-            batches = list(sampler)
         epoch_loss, epoch_start = 0.0, time.perf_counter()
         for step, idx in enumerate(batches):
             index = torch.as_tensor(idx)
@@ -431,7 +425,7 @@ def _train(
             yb = y_train[index].to(device, non_blocking=True)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(global_step, total_steps, warmup_steps, config.lr)
-            if config.loss == "ntxent":
+            if criterion.views > 1:
                 inputs = two_views(xb, kind)  # (B, 2, ...): the only positives are a sample's two views
             else:
                 inputs = augment(xb, kind) if config.augment else xb
@@ -441,7 +435,7 @@ def _train(
                 criterion,
                 inputs,
                 yb,
-                views=2 if config.loss == "ntxent" else 1,
+                views=criterion.views,
                 world=world,
                 use_amp=use_amp,
             )

@@ -16,10 +16,9 @@ from service.state import ServiceState
 from service.store import DatasetRow, ItemRow, JobRow, ModelRow
 from trainer.config import ItemsSource, check_encoder_fits, new_model_id
 from trainer.data import BUILTIN_DATASETS, DataError, resolve_dataset_path
-from trainer.losses import build_loss
+from trainer.losses import CRITERIA, build_criterion
 
 router = APIRouter(tags=["training"])
-PAIR_FREE_LOSSES = ("ce", "ntxent")  # losses that do not need two samples of every class
 
 
 def _invalid(message: str) -> ServiceError:
@@ -55,7 +54,7 @@ def _check_items(session: Any, body: TrainRequest) -> None:
     if len(counts) < 2:
         raise _invalid(f"the labelled items hold {len(counts)} class; training needs at least 2")
     lonely = sorted(label for label, n in counts.items() if n < 2)
-    if lonely and loss not in PAIR_FREE_LOSSES:
+    if lonely and CRITERIA[loss].needs_pairs:
         raise _invalid(
             f"classes with a single labelled item cannot form pairs for loss {loss!r}: {lonely[:10]}"
         )
@@ -64,7 +63,7 @@ def _check_items(session: Any, body: TrainRequest) -> None:
 def _under_datasets(state: ServiceState, name: str) -> str:
     """``datasets/<name>`` relative to the data dir; 400 when it escapes, 422 when it does not exist."""
     try:
-        path = resolve_dataset_path(name, state.settings.datasets_dir)
+        path = resolve_dataset_path(name, state.settings.paths.datasets)
         exists = path.exists()
     except (DataError, OSError) as exc:  # OSError: a name too long for the file system
         raise ServiceError(ErrorCode.BAD_REQUEST, f"dataset: {exc}") from exc
@@ -98,10 +97,8 @@ def resolve_dataset(state: ServiceState, session: Any, body: TrainRequest) -> st
 
 def _check_loss(body: TrainRequest) -> None:
     """Let the loss validate its own parameters now, rather than fail inside the worker."""
-    if body.loss == "ce":
-        return
     try:
-        build_loss(body.loss, **body.loss_params())
+        build_criterion(body.loss, **body.loss_params())
     except ValueError as exc:
         raise ServiceError(ErrorCode.INVALID_REQUEST, f"loss: {exc}") from exc
 
@@ -109,7 +106,7 @@ def _check_loss(body: TrainRequest) -> None:
 def _check_model_id(state: ServiceState, session: Any, model_id: str) -> None:
     taken = (
         session.get(ModelRow, model_id) is not None
-        or (state.settings.models_dir / model_id).exists()
+        or (state.settings.paths.models / model_id).exists()
         or session.scalar(
             select(JobRow.id).where(
                 JobRow.model_id == model_id, JobRow.status.in_([jobs.QUEUED, jobs.RUNNING])

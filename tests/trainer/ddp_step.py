@@ -14,8 +14,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer.config import TrainConfig
 from trainer.distributed import init_from_env
+from trainer.losses import build_criterion
 from trainer.models import Standardize, build_model
-from trainer.train import _criterion, training_step
+from trainer.train import training_step
 
 CASES = {
     "contrastive": {"loss": "contrastive"},
@@ -60,7 +61,7 @@ def main(out: Path) -> None:
         inputs = views[share] if name == "ntxent" else x[share]
         loss = training_step(
             trained,
-            _criterion(config).double(),
+            build_criterion(config.loss, **config.loss_params()).double(),
             inputs,
             y[share],
             views=2 if name == "ntxent" else 1,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainer import losses, mining
-from trainer.losses import LOSSES, build_loss, loss_names
+from trainer.losses import CRITERIA, LOSSES, build_criterion, build_loss, loss_names
 
 Vec = list[float]
 Ref = tuple[float, dict[str, int]]
@@ -487,3 +487,39 @@ def test_last_stats_are_plain_python_numbers() -> None:
         fn = build_loss(name, **params)
         fn(x, y)
         assert fn.last_stats and all(type(v) in (int, float) for v in fn.last_stats.values())
+
+
+def test_each_loss_declares_what_it_asks_of_the_training_loop() -> None:
+    table = {
+        name: (cls.views, cls.needs_pairs, cls.class_balanced, cls.batch_wide, cls.classifier)
+        for name, cls in CRITERIA.items()
+    }
+    assert table == {
+        "ce": (1, False, True, False, True),
+        "contrastive": (1, True, True, True, False),
+        "triplet": (1, True, True, True, False),
+        "npair": (1, True, True, True, False),
+        "supcon": (1, True, True, True, False),
+        "ntxent": (2, False, False, True, False),
+    }
+    logits, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    want = -sum(torch.log_softmax(logits[i], 0)[y[i]] for i in range(6)) / 6  # plain loop
+    assert torch.allclose(build_criterion("ce")(logits, y), want)
+
+
+def test_the_training_loop_never_branches_on_a_loss_name() -> None:
+    import ast
+    from pathlib import Path
+
+    import trainer.train
+
+    tree = ast.parse(Path(trainer.train.__file__).read_text())
+    compared = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        and any(
+            isinstance(side, ast.Attribute) and side.attr == "loss" for side in [node.left, *node.comparators]
+        )
+    ]
+    assert compared == [], f"use the loss's capabilities instead: {compared}"
