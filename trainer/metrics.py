@@ -1,8 +1,8 @@
 """Evaluation metrics for embeddings: retrieval, k-NN classification, verification, linear probe.
 
 Pure math on numpy arrays, with FAISS for neighbour search and torch for the linear probe; no I/O.
-The service imports ``knn_search`` and ``knn_predict`` so that ``/classify`` answers exactly as
-evaluation does.
+The k-NN vote itself is ``trainer.knn.vote``, which the service's ``/classify`` calls too, so the two
+agree by construction (a test checks it end to end).
 
 Conventions shared by every function here:
 
@@ -25,8 +25,9 @@ import faiss
 import numpy as np
 import torch
 
+from trainer.knn import Weighting, vote
+
 Distance = Literal["cosine", "euclidean"]
-Weighting = Literal["uniform", "distance"]
 
 __all__ = [
     "Distance",
@@ -233,27 +234,9 @@ def knn_predict(
             raise ValueError("neigh_dist contains NaN or infinite values")
         if weighting == "distance" and (dist < 0).any():
             raise ValueError("weighting='distance' needs non-negative distances")
-    if weighting == "uniform":
-        weight = np.ones((n, k))
-    else:
-        exact = dist == 0
-        inv = 1.0 / np.where(exact, 1.0, dist)
-        weight = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64), inv)
-
-    # Every column j accumulates the total vote, summed distance and first column of its own label,
-    # so all columns of one label tie and the winner is the best column. Accumulating column by
-    # column in neighbour order adds the same floats in the same order as a one-row Python loop,
-    # so a plain per-row loop (as in service/knn.py) reproduces even exact-tie decisions bit for bit.
-    votes = np.zeros((n, k))
-    summed = np.zeros((n, k))
-    first = np.full((n, k), k)
-    for col in range(k):
-        match = labels == labels[:, col : col + 1]
-        votes += match * weight[:, col : col + 1]
-        summed += match * dist[:, col : col + 1]
-        first[match & (first == k)] = col
-    best = np.lexsort((first, summed, -votes), axis=1)[:, 0]
-    return labels[np.arange(n), best]
+    rows = labels.tolist()  # python scalars: the vote compares labels by value, as the service's do
+    winners = [vote(row, d, weighting).label for row, d in zip(rows, dist.tolist(), strict=True)]
+    return np.asarray(winners, dtype=labels.dtype)
 
 
 def knn_accuracy(

@@ -1,4 +1,4 @@
-"""POST /classify: k-NN vote among indexed, labelled items (semantics in ``service.knn``)."""
+"""POST /classify: k-NN vote among indexed, labelled items (semantics in ``trainer.knn``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import OrjsonRoute, StateDep, check_count, check_k, release_body
 from service.api.search import nearest
-from service.knn import Weighting, vote
 from service.repository import rows_by_key
 from service.responses import OrjsonResponse
 from service.schemas import ClassifyRequest, ClassifyResponse, raw_input
 from service.state import Runtime, ServiceState, retry_on_model_change
+from trainer.knn import Weighting, vote
 
 router = APIRouter(tags=["classify"], route_class=OrjsonRoute)
 

@@ -23,11 +23,11 @@ from service.config import Settings
 from service.encoder import Encoder
 from service.errors import ServiceError
 from service.index import IndexParams, RWLock, VectorIndex, pair_distance, write_snapshot
-from service.knn import vote
 from service.rowcache import RowCache
 from service.schemas import CreateItemsRequest, EmbedRequest, SearchRequest
 from service.store import open_db
 from trainer.card import CARD_FILE, CardError
+from trainer.knn import vote
 
 pytestmark = pytest.mark.timeout(60)
 

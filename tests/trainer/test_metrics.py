@@ -236,7 +236,7 @@ def test_knn_search_validates():
     ],
 )
 def test_knn_predict_matches_loop(weighting, k, values):
-    # Few labels make ties common; the loop sums in neighbour order, as service/knn.py does.
+    # Few labels make ties common; a plain loop over each row, summing in neighbour order.
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, size=(400, k))
     dists = np.sort(rng.choice(values, size=(400, k)), axis=1)
