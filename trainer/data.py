@@ -228,10 +228,8 @@ def load_dataset(spec: str, *, root: Path | None = None, label_column: str = "la
     if spec in BUILTIN_DATASETS:
         loaders = {"digits": _load_digits, "mnist-5k": _load_mnist_5k, "fashion-mnist": _load_fashion_mnist}
         return loaders[spec]()
-    if spec.startswith("idx:"):
-        parts = [p.strip() for p in spec[4:].split(",")]
-        if not 1 <= len(parts) <= 2 or not all(parts):
-            raise DataError(f"bad IDX spec {spec!r}: expected 'idx:IMAGES_PATH[,LABELS_PATH]'")
+    parts = parse_idx_spec(spec)
+    if parts is not None:
         images = _resolve(parts[0], root)
         labels = _resolve(parts[1], root) if len(parts) == 2 else _idx_labels_path(images)
         return _load_idx(images, labels)
@@ -257,6 +255,16 @@ def load_dataset(spec: str, *, root: Path | None = None, label_column: str = "la
         f"{path}: unsupported data set format {path.suffix or '(no extension)'!r} "
         "(expected .npz, .csv, IDX files or an image folder)"
     )
+
+
+def parse_idx_spec(spec: str) -> list[str] | None:
+    """``idx:IMAGES[,LABELS]`` → its one or two file names; None when ``spec`` is not an IDX spec."""
+    if not spec.startswith("idx:"):
+        return None
+    parts = [p.strip() for p in spec[4:].split(",")]
+    if not 1 <= len(parts) <= 2 or not all(parts):
+        raise DataError(f"bad IDX spec {spec!r}: expected 'idx:IMAGES_FILE[,LABELS_FILE]'")
+    return parts
 
 
 def resolve_dataset_path(name: str, datasets_dir: Path) -> Path:

@@ -15,7 +15,7 @@ from service.schemas import JobCreated, TrainRequest
 from service.state import ServiceState
 from service.store import DatasetRow, ItemRow, JobRow, ModelRow
 from trainer.config import ItemsSource, check_encoder_fits, new_model_id
-from trainer.data import BUILTIN_DATASETS, DataError, resolve_dataset_path
+from trainer.data import BUILTIN_DATASETS, DataError, parse_idx_spec, resolve_dataset_path
 from trainer.losses import CRITERIA, build_criterion
 
 router = APIRouter(tags=["training"])
@@ -87,10 +87,11 @@ def resolve_dataset(state: ServiceState, session: Any, body: TrainRequest) -> st
     if uploaded is not None:
         _check_fits(body, tuple(uploaded.shape))
         return f"datasets/{uploaded.filename}"
-    if dataset.startswith("idx:"):
-        parts = [p.strip() for p in dataset[4:].split(",")]
-        if not 1 <= len(parts) <= 2 or not all(parts):
-            raise _invalid("an IDX data set is 'idx:IMAGES_FILE[,LABELS_FILE]' (names under datasets/)")
+    try:
+        parts = parse_idx_spec(dataset)
+    except DataError as exc:
+        raise _invalid(f"{exc} (names under datasets/)") from exc
+    if parts is not None:
         return "idx:" + ",".join(_under_datasets(state, part) for part in parts)
     return _under_datasets(state, dataset)
 

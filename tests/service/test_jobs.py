@@ -180,6 +180,7 @@ def job_count(client) -> int:
         ({"dataset": "../secret.npz"}, 400, "escapes the datasets folder"),
         ({"dataset": "/etc/passwd"}, 400, "escapes the datasets folder"),
         ({"dataset": "idx:../a,b"}, 400, "escapes the datasets folder"),
+        ({"dataset": "idx:a,b,c"}, 422, "expected 'idx:IMAGES_FILE[,LABELS_FILE]'"),
         ({"dataset": "missing.npz"}, 422, "is not a built-in data set"),
         ({"dataset": {"source": "items"}}, 422, "no labelled items"),
         ({"dataset": {"source": "elsewhere"}}, 422, "items"),
