@@ -1,8 +1,11 @@
 """App factory and lifespan: nothing happens at import; ``create_app(settings)`` builds an isolated app.
 
-The lifespan opens the database, registers models (``--model`` and any found under the data dir),
-loads the active model, loads its index snapshot and reconciles it with the items table, then starts
-the micro-batcher and the periodic snapshotter; on shutdown it stops them and writes a last snapshot.
+The lifespan opens the database, registers models (``--model`` and any found under the data dir) and
+opens every collection (its model, its index snapshot reconciled with the stored embeddings). Then it
+starts five background tasks: the micro-batcher, the periodic snapshotter, the housekeeping thread (job
+reaping, job activations, run-dir cleanup, removals pruning), the replica follower (``--sync-interval``)
+and the worker supervisor (unless ``--no-worker``). On shutdown it stops them in reverse and writes a
+last snapshot of every collection.
 """
 
 from __future__ import annotations
@@ -20,36 +23,54 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
 import service
-from service.api import classify, datasets, embed, health, items, jobs, models, search, train, verify
-from service.batcher import MicroBatcher
-from service.config import Settings
-from service.errors import ServiceError, service_error_handler, validation_error_handler
-from service.metrics import Metrics, MetricsMiddleware
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
-from service.persistence import snapshot
-from service.registry import (
-    activate,
-    active_model_id,
-    check_readable,
-    load_active,
-    load_encoder,
-    register_found_models,
-    register_model_dir,
+from service.activation import Activations
+from service.api import (
+    classify,
+    collections,
+    datasets,
+    embed,
+    health,
+    items,
+    jobs,
+    models,
+    search,
+    train,
+    verify,
 )
-from service.state import ServiceState
-from service.store import open_db
-from service.supervisor import WorkerSupervisor, run_maintenance_loop
+from service.api.deps import default_catalogue, named_catalogue
+from service.batcher import MicroBatcher
+from service.collections import Collections
+from service.config import Settings
+from service.db import Database
+from service.errors import ServiceError, service_error_handler, validation_error_handler
+from service.housekeeping import run_maintenance_loop
+from service.index import IndexParams
+from service.metrics import CollectionStats, Metrics, MetricsMiddleware
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from service.registry import ModelRegistry
+from service.state import Service
+from service.supervisor import WorkerSupervisor
 from service.sync import run_sync_loop
 from trainer.card import CardError
 
 logger = logging.getLogger(__name__)
 ACTIVATION_SHUTDOWN_WAIT_S = 30.0
+ITEM_ROUTERS = (embed, items, search, verify, classify)  # mounted flat (default) and per collection
 
 
-def open_state(settings: Settings, metrics: Metrics) -> ServiceState:
-    """Blocking start-up work (run in a thread): database, models, index, reconciliation."""
+def open_service(settings: Settings, metrics: Metrics) -> Service:
+    """Blocking start-up work (run in a thread): database, models, collections."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine, sessions = open_db(settings.db_url, settings.sqlite_synchronous)
+    db = Database(settings.db_url, settings.sqlite_synchronous)
+    registry = ModelRegistry(db, settings.paths)
+    registry.register_found()
+    params = IndexParams(
+        settings.index_type, settings.hnsw_m, settings.hnsw_ef_search, settings.ivf_nlist, settings.ivf_nprobe
+    )
+    catalogues = Collections(db, settings.paths, params, settings.row_cache_items, registry.load_encoder)
+    activations = Activations(
+        db, registry, settings.max_batch_size, settings.gate_tolerance, settings.gate_sample
+    )
     batcher = MicroBatcher(
         settings.max_batch_size,
         settings.max_wait_ms,
@@ -57,50 +78,43 @@ def open_state(settings: Settings, metrics: Metrics) -> ServiceState:
         settings.resolved_torch_threads,
         observe=metrics.observe_batch,
     )
-    state = ServiceState(settings, engine, sessions, batcher, metrics)
-    register_found_models(state)
-    wanted = register_model_dir(state, settings.model).model_id if settings.model else None
-    active = active_model_id(state)
-    if wanted is not None and wanted != active:
-        encoder = load_encoder(state, wanted)
-        check_readable(state, encoder)
-        activate(state, encoder)
-    elif active is not None:
-        try:
-            state.runtime = load_active(state, active)
-        except ServiceError as exc:
-            if wanted is not None:
-                raise
-            logger.error("cannot load the active model %s (%s); starting without a model", active, exc.detail)
-    if state.runtime is not None:
-        snapshot(state)  # persist the reconciled index right away
-    metrics.set_active_model(state.runtime.model_id if state.runtime else None)
+    state = Service(settings, db, batcher, metrics, registry, catalogues, activations)
+    activations.interrupted_by_restart()
+    catalogues.open_all()
+    if settings.model is not None:
+        model_id = registry.register_dir(settings.model).model_id
+        activations.activate_now(catalogues.default, model_id, "start-up (--model)")
     metrics.bind(
-        index_size=lambda: state.runtime.index.size if state.runtime else 0,
         queue_items=lambda: batcher.pending,
+        collections=lambda: [
+            CollectionStats(c.name, c.model_id, c.size, c.runtime.index.kind if c.runtime else None)
+            for c in catalogues.all()
+        ],
     )
     return state
 
 
-async def _snapshot_loop(state: ServiceState, interval: float) -> None:
+async def _snapshot_loop(state: Service, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        try:
-            await run_in_threadpool(snapshot, state)
-        except Exception:  # noqa: BLE001 - keep snapshotting; the database stays the source of truth
-            logger.exception("index snapshot failed")
+        await run_in_threadpool(state.collections.snapshot_all)
 
 
-def close_state(state: ServiceState) -> None:
-    """Blocking shutdown work: let a running activation finish, write the last snapshot, close the db."""
-    if state.activation_mutex.acquire(timeout=ACTIVATION_SHUTDOWN_WAIT_S):
-        state.activation_mutex.release()
-    else:
-        logger.warning("shutting down during a model activation; it is abandoned")
+def close_service(state: Service) -> None:
+    """Blocking shutdown work: let running activations finish, write the last snapshots, close the db."""
+    deadline = ACTIVATION_SHUTDOWN_WAIT_S
+    for catalogue in state.collections.all():
+        if catalogue.activation_mutex.acquire(timeout=deadline):
+            catalogue.activation_mutex.release()
+        else:
+            logger.warning(
+                "shutting down during an activation of collection %s; it is abandoned", catalogue.name
+            )
+            deadline = 0.0
     try:
-        snapshot(state)
+        state.collections.snapshot_all()
     finally:
-        state.engine.dispose()
+        state.db.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,13 +125,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            state = await run_in_threadpool(open_state, settings, metrics)
+            state = await run_in_threadpool(open_service, settings, metrics)
         except (CardError, ServiceError) as exc:
             logger.error("cannot start: %s", getattr(exc, "detail", exc))  # one readable line first
             raise
         app.state.service = state
         await state.batcher.start()
-        # What start-up loaded (torch, the model, SQLAlchemy, pydantic: ~260k objects) lives as long as
+        # What start-up loaded (torch, the models, SQLAlchemy, pydantic: ~260k objects) lives as long as
         # the process; frozen, full collections stop scanning it and stop pausing requests for ~100 ms.
         gc.collect()
         gc.freeze()  # undone at shutdown, so an app built in a longer-lived process can be collected
@@ -126,23 +140,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.snapshot_interval > 0
             else None
         )
-        housekeeping_stop = threading.Event()
-        housekeeping = threading.Thread(
-            target=run_maintenance_loop, args=(state, housekeeping_stop), name="job-housekeeping", daemon=True
-        )
-        housekeeping.start()
-        sync = (
-            threading.Thread(
-                target=run_sync_loop,
-                args=(state, housekeeping_stop, settings.sync_interval),
-                name="replica-sync",
+        stop = threading.Event()
+        threads = [threading.Thread(target=run_maintenance_loop, args=(state, stop), name="housekeeping")]
+        if settings.sync_interval > 0:
+            threads.append(
+                threading.Thread(
+                    target=run_sync_loop,
+                    args=(state.collections, stop, settings.sync_interval),
+                    name="replica-sync",
+                )
             )
-            if settings.sync_interval > 0
-            else None
-        )
-        if sync is not None:
-            sync.start()
-        supervisor = WorkerSupervisor(settings, state) if settings.worker else None
+        for thread in threads:
+            thread.start()
+        supervisor = WorkerSupervisor(settings, state.db) if settings.worker else None
         if supervisor is not None:
             supervisor.start()
         try:
@@ -150,14 +160,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if supervisor is not None:
                 await run_in_threadpool(supervisor.stop)
-            housekeeping_stop.set()
+            stop.set()
             if snapshots is not None:
                 snapshots.cancel()
             await state.batcher.stop()
-            await run_in_threadpool(housekeeping.join, 10)
-            if sync is not None:
-                await run_in_threadpool(sync.join, 30)
-            await run_in_threadpool(close_state, state)
+            for thread in threads:
+                await run_in_threadpool(thread.join, 30)
+            await run_in_threadpool(close_service, state)
             gc.unfreeze()
 
     middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
@@ -180,6 +189,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    for module in (health, embed, items, search, verify, classify, models, train, jobs, datasets):
+    for module in (health, models, train, jobs, datasets, collections):
         app.include_router(module.router)
+    for module in ITEM_ROUTERS:
+        app.include_router(module.routes(default_catalogue))
+        app.include_router(module.routes(named_catalogue), prefix="/collections/{name}", tags=["collections"])
     return app

@@ -375,7 +375,7 @@ def _path_id(value: str) -> str:
 def _train_body(config: Mapping[str, Any] | TrainConfig, activate: bool) -> dict[str, Any]:
     """A ``TrainConfig`` sends only the fields it was given, so the server's defaults fill the rest."""
     if isinstance(config, TrainConfig):
-        body = config.model_dump(mode="json", include=set(config.model_fields_set))
+        body = config.model_dump(mode="json", exclude_unset=True)
     else:
         body = to_jsonable_python(dict(config))  # nested models (ItemsSource), paths: plain JSON
     if activate:
@@ -552,10 +552,11 @@ def _not_active(model: ModelOut) -> str:
 
 def _activation_over(model: ModelOut) -> bool:
     """True once ``model`` is active with no activation of it still running; raises if it failed."""
-    status = (model.activation or {}).get("status")
-    if status == "failed":
-        raise RuntimeError(f"activation of model {model.id} failed: {(model.activation or {}).get('error')}")
-    return model.active and status != "running"
+    activation = model.activation or {}
+    status = activation.get("status")
+    if status in ("failed", "refused"):
+        raise RuntimeError(f"activation of model {model.id} {status}: {activation.get('error')}")
+    return model.active and status != "activating"
 
 
 def _poll(

@@ -106,6 +106,21 @@ class Settings(WorkerSettings):
         ge=0,
         description="Seconds between catch-ups with other API replicas on the same database (0: off).",
     )
+    removal_retention: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds deletions stay in the log replicas follow; one further behind resyncs in full.",
+    )
+    gate_tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Promotion gate: refuse a model worse than the active one by more than this "
+        "(kNN accuracy or MAP@R on the collection's labelled items).",
+    )
+    gate_sample: int = Field(
+        2000, ge=10, description="Promotion gate: labelled items compared (a fixed, seeded sample)."
+    )
     max_batch_size: int = Field(64, ge=1, description="Most items per encoder call (micro-batching).")
     max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more requests when idle.")
     max_queue: int = Field(

@@ -13,8 +13,8 @@ Every index is bound to one model id, and searches return item keys:
 Distances: cosine gives ``distance = 1 - cos`` and ``similarity = cos``; euclidean gives the L2 distance
 (not squared) and ``similarity = 1 / (1 + distance)``.
 
-FAISS is not safe for concurrent add and search, so callers hold a ``RWLock`` (``ServiceState.lock``):
-concurrent searches, exclusive writes (writers are preferred, so searches cannot starve them).
+FAISS is not safe for concurrent add and search: the catalogue that owns an index (``service.catalogue``)
+holds its readers-writer lock around every call.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,45 +35,6 @@ IVF_POINTS_PER_CELL = 39  # FAISS warns below this many training points per cent
 TOMBSTONE_REBUILD_FRACTION = 0.1
 SMALL_QUERY_BATCH = 16  # below this many queries, one OpenMP thread beats waking a team
 _OMP_THREADS = faiss.omp_get_max_threads()
-
-
-class RWLock:
-    """Many readers or one writer; a waiting writer blocks new readers."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -97,7 +55,7 @@ def _vecs(vectors: Any, dim: int) -> np.ndarray:
 
 
 class VectorIndex:
-    """A FAISS index of one model's embeddings, keyed by item key; callers hold ``ServiceState.lock``."""
+    """A FAISS index of one model's embeddings, keyed by item key; its catalogue holds the lock."""
 
     def __init__(self, model_id: str, dim: int, distance: str, params: IndexParams) -> None:
         self.model_id = model_id

@@ -11,20 +11,43 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.store import JobRow
+from service.tables import JobRow
 
 logger = logging.getLogger(__name__)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+
+class JobStatus(StrEnum):
+    """The one vocabulary of a job's ``status``."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JobStatus
+PENDING = (QUEUED, RUNNING)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-ITEMS_SPEC = "items"  # dataset_spec of a job that trains on the service's labelled items
+ITEMS_SPEC = "items"  # dataset_spec of a job that trains on a collection's labelled items: items[:name]
 LOG_TAIL_CHARS = 8000
+
+
+def items_spec(collection: str) -> str:
+    return f"{ITEMS_SPEC}:{collection}"
+
+
+def items_collection(spec: str) -> str | None:
+    """The collection whose items a dataset spec names (``items`` alone: the default), else None."""
+    if spec == ITEMS_SPEC:
+        return "default"
+    return spec.removeprefix(ITEMS_SPEC + ":") if spec.startswith(ITEMS_SPEC + ":") else None
 
 
 class JobStateError(Exception):
@@ -47,14 +70,20 @@ def enqueue(
     dataset_spec: str,
     model_id: str,
     activate: bool,
+    collection: str = "default",
+    test_dataset_spec: str | None = None,
+    force: bool = False,
 ) -> JobRow:
     job = JobRow(
         id=job_id,
         status=QUEUED,
         config=config,
         dataset_spec=dataset_spec,
+        test_dataset_spec=test_dataset_spec,
         model_id=model_id,
+        collection=collection,
         activate=activate,
+        force=force,
         progress={},
         metrics=[],
         log="",
@@ -269,8 +298,11 @@ def job_view(job: JobRow) -> dict[str, Any]:
         "status": job.status,
         "model_id": job.model_id,
         "dataset": job.dataset_spec,
+        "test_dataset": job.test_dataset_spec,
         "config": job.config,
+        "collection": job.collection,
         "activate": job.activate,
+        "force": job.force,
         "activation": job.activation,
         "progress": job.progress or {},
         "metrics": job.metrics or [],

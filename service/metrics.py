@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -15,7 +18,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    """Requests and latency per route, batch sizes, queue time, index size and the active model."""
+    """Requests and latency per route, batch sizes, queue time; index size and model per collection."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -40,23 +43,64 @@ class Metrics:
             "embed_queue_seconds", "Time a request waited for the encoder.", buckets=QUEUE_BUCKETS, registry=r
         )
         self.queue_items = Gauge("embed_queue_items", "Items waiting for the encoder.", registry=r)
-        self.index_size = Gauge("embed_index_size", "Vectors in the active index.", registry=r)
-        self.active_model = Gauge("embed_active_model", "1 for the active model.", ["model_id"], registry=r)
+        self.collection_requests = Counter(
+            "embed_collection_requests",
+            "Requests served by each collection's item routes (existing collections only).",
+            ["collection"],
+            registry=r,
+        )
 
     def observe_batch(self, size: int, waits: list[float]) -> None:
         self.batch_size.observe(size)
         for wait in waits:
             self.queue_time.observe(wait)
 
-    def bind(self, index_size: Callable[[], float], queue_items: Callable[[], float]) -> None:
+    def bind(
+        self, queue_items: Callable[[], float], collections: Callable[[], list[CollectionStats]]
+    ) -> None:
         """Gauges read live values at scrape time."""
-        self.index_size.set_function(index_size)
         self.queue_items.set_function(queue_items)
+        self.registry.register(_CollectionsCollector(collections))
 
-    def set_active_model(self, model_id: str | None) -> None:
-        self.active_model.clear()
-        if model_id is not None:
-            self.active_model.labels(model_id=model_id).set(1)
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    name: str
+    model_id: str | None
+    index_size: int
+    index_type: str | None
+
+
+class _CollectionsCollector(Collector):
+    """Per-collection gauges (label ``collection``), read from the live catalogues at scrape time."""
+
+    def __init__(self, read: Callable[[], list[CollectionStats]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        size = GaugeMetricFamily(
+            "embed_index_size", "Vectors in a collection's index.", labels=["collection"]
+        )
+        model = GaugeMetricFamily(
+            "embed_active_model",
+            "1 for each collection's active model.",
+            labels=["collection", "model_id", "index_type"],
+        )
+        for stats in self.read():
+            size.add_metric([stats.name], stats.index_size)
+            if stats.model_id is not None:
+                model.add_metric([stats.name, stats.model_id, stats.index_type or ""], 1)
+        yield size
+        yield model
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template with the prefix it was included under (``/collections/{name}/embed``),
+    never the raw path, so labels stay bounded."""
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    if context is not None:
+        return str(context.path)
+    return str(getattr(scope.get("route"), "path", "other"))
 
 
 class MetricsMiddleware:
@@ -83,7 +127,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            key = (scope["method"], getattr(scope.get("route"), "path", "other"), status)
+            key = (scope["method"], _route_template(scope), status)
             children = self._children.get(key)
             if children is None:  # resolving label children costs more than the update itself
                 method, route, code = key

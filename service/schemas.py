@@ -267,12 +267,12 @@ class ClassifyResponse(BaseModel):
 
 class ModelOut(BaseModel):
     id: str
-    path: str
-    active: bool
+    path: str = Field(description="the model directory, relative to the data directory")
+    active: bool = Field(description="active in the default collection")
+    collections: list[str] = Field(description="the collections this model serves")
     created_at: datetime
-    activated_at: datetime | None
     card: dict[str, Any]
-    activation: dict[str, Any] | None = Field(None, description="progress of a running or failed activation")
+    activation: dict[str, Any] | None = Field(None, description="its latest activation (see the history)")
 
 
 class ActivationOut(BaseModel):
@@ -280,11 +280,70 @@ class ActivationOut(BaseModel):
     status: Literal["active", "activating"]
 
 
+# -- collections ---------------------------------------------------------------------------------------
+CollectionName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 64",
+    ),
+]
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: CollectionName
+    model: str | None = Field(None, max_length=128, description="a registered model id to activate at once")
+
+
+class ActivateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(max_length=128, description="a registered model id (GET /models)")
+    force: bool = Field(False, description="activate even when the promotion gate finds it worse")
+
+
+class HistoryEntry(BaseModel):
+    seq: int
+    collection: str
+    model: str
+    previous_model: str | None
+    kind: Literal["activation", "rollback"]
+    requested_by: str = Field(description="'request', 'job <id>' or 'start-up'")
+    status: Literal["activating", "active", "failed", "refused"]
+    gate: dict[str, Any] | None = Field(
+        None, description="the promotion gate: checked, passed, reason, sample, current and candidate numbers"
+    )
+    error: str | None
+    done: int
+    total: int | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class CollectionOut(BaseModel):
+    name: str
+    model: str | None = Field(description="the active model (null: the collection accepts no items yet)")
+    previous_model: str | None = Field(description="what POST .../rollback returns to")
+    size: int = Field(description="indexed items")
+    index: dict[str, Any] = Field(description="type (flat, hnsw, ivf) and configured type")
+    activation: HistoryEntry | None = Field(None, description="the latest activation or rollback")
+    created_at: datetime
+    activated_at: datetime | None
+
+
+class ActivationAccepted(BaseModel):
+    status: Literal["active", "activating"]
+    model: str
+    activation: int | None = Field(None, description="the history entry that follows its progress")
+
+
 # -- training jobs and data sets ---------------------------------------------------------------------
 class TrainRequest(TrainConfig):
-    """The trainer's own config (``python -m trainer train`` flags as fields), plus ``activate``."""
+    """The trainer's own config (``python -m trainer train`` flags as fields), plus where the model goes."""
 
     activate: bool = Field(False, description="activate the model once the job succeeds")
+    collection: CollectionName = Field("default", description="the collection activate puts it in")
+    force: bool = Field(False, description="with activate: skip the promotion gate")
 
 
 class JobCreated(BaseModel):
@@ -298,9 +357,14 @@ class JobOut(BaseModel):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     model_id: str
     dataset: str
+    test_dataset: str | None = Field(None, description="the separate test set, if the request named one")
     config: dict[str, Any]
+    collection: str = Field("default", description="the collection activate puts the model in")
+    force: bool = Field(False, description="activate without the promotion gate")
     activate: bool
-    activation: str | None = Field(None, description="pending, activating, active, or failed: <reason>")
+    activation: str | None = Field(
+        None, description="pending, activating, active, failed: <reason> or refused: <the gate's numbers>"
+    )
     progress: dict[str, Any] = Field(description="phase, epoch/epochs, step/steps, loss")
     metrics: list[dict[str, Any]] = Field(description="one record per finished epoch (validation metrics)")
     result: dict[str, Any] | None = Field(None, description="final test metrics of the exported model")

@@ -1,32 +1,28 @@
-"""What a running app holds: settings, database, batcher, metrics and the active model + index.
+"""What a running app holds: settings, database, batcher, metrics, the model registry and the collections.
 
-``runtime`` (encoder and index of the active model) is swapped as one attribute, so a request that
-captured it sees one consistent model. ``lock`` is the readers-writer lock around the index: searches
-share it; item writes, deletes and the activation swap take it exclusively. A write whose embeddings
-came from a model that was swapped out meanwhile raises ``ModelChanged`` and is redone.
+Each collection's model, index and lock live in its ``Catalogue`` (``service.catalogue``); this object
+only ties the parts together for the routers and the background tasks.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from service.activation import Activations
 from service.batcher import MicroBatcher
+from service.catalogue import Runtime
+from service.collections import Collections
 from service.config import Settings
-from service.encoder import Encoder
-from service.errors import ErrorCode, ModelChanged, ServiceError, no_model
-from service.index import IndexParams, RWLock, VectorIndex
+from service.db import Database
+from service.errors import ErrorCode, ModelChanged, ServiceError
 from service.metrics import Metrics
-from service.rowcache import RowCache
+from service.registry import ModelRegistry
 from service.schemas import RawInput
 
 logger = logging.getLogger(__name__)
@@ -35,55 +31,14 @@ MODEL_CHANGE_RETRIES = 3
 
 
 @dataclass(eq=False)
-class Runtime:
-    """The active model and the index its embeddings fill; replaced as a whole on activation."""
-
-    encoder: Encoder
-    index: VectorIndex
-    snapshot_version: int = -1  # index.version at the last snapshot
-
-    @property
-    def model_id(self) -> str:
-        return self.encoder.model_id
-
-
-@dataclass(eq=False)
-class ServiceState:
+class Service:
     settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
+    db: Database
     batcher: MicroBatcher
     metrics: Metrics
-    runtime: Runtime | None = None
-    lock: RWLock = field(default_factory=RWLock)
-    snapshot_mutex: threading.Lock = field(default_factory=threading.Lock)
-    activation_mutex: threading.Lock = field(default_factory=threading.Lock)
-    activation: dict[str, Any] | None = None  # progress of the last background activation
-    rows: RowCache = field(init=False)  # key -> (id, label), see service.rowcache
-
-    def __post_init__(self) -> None:
-        self.rows = RowCache(self.settings.row_cache_items)
-
-    @property
-    def index_params(self) -> IndexParams:
-        s = self.settings
-        return IndexParams(s.index_type, s.hnsw_m, s.hnsw_ef_search, s.ivf_nlist, s.ivf_nprobe)
-
-    def require_runtime(self) -> Runtime:
-        runtime = self.runtime
-        if runtime is None:
-            raise no_model()
-        return runtime
-
-    def check_current(self, runtime: Runtime) -> None:
-        """Call under ``lock``: the work was done for ``runtime``, is it still the active one?"""
-        if self.runtime is not runtime:
-            raise ModelChanged
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self.sessions() as session:
-            yield session
+    models: ModelRegistry
+    collections: Collections
+    activations: Activations
 
     async def embed(self, runtime: Runtime, raws: list[RawInput]) -> np.ndarray:
         """Decode (images off the event loop) and embed through the micro-batcher."""

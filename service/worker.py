@@ -32,7 +32,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import jobs
 from service.config import WorkerSettings
-from service.store import ItemRow, JobRow, ModelRow, open_db
+from service.db import Database
+from service.tables import ItemRow, JobRow, ModelRow
 from trainer.card import CARD_FILE, read_card
 from trainer.config import TrainConfig, foreign_loss_fields
 from trainer.data import DataError, Dataset, dataset_from_arrays, dataset_from_images, load_dataset
@@ -54,16 +55,16 @@ class Stopped(Exception):  # noqa: N818 - a signal, not an error
     """The worker is shutting down (SIGTERM) or lost the job; the job goes back to the queue."""
 
 
-def items_dataset(sessions: sessionmaker[Session]) -> Dataset:
-    """The service's labelled items as a data set (vectors, or images decoded from their files)."""
+def items_dataset(sessions: sessionmaker[Session], collection: str) -> Dataset:
+    """A collection's labelled items as a data set (vectors, or images decoded from their files)."""
     with sessions() as session:
         rows = session.execute(
             select(ItemRow.label, ItemRow.input_kind, ItemRow.input_data)
-            .where(ItemRow.label.is_not(None))
+            .where(ItemRow.collection == collection, ItemRow.label.is_not(None))
             .order_by(ItemRow.key)
         ).all()
     if not rows:
-        raise DataError("the service holds no labelled items to train on")
+        raise DataError(f"collection {collection!r} holds no labelled items to train on")
     kinds = {kind for _, kind, _ in rows}
     if len(kinds) > 1:
         raise DataError("the labelled items mix vectors and images; train on one kind at a time")
@@ -72,7 +73,7 @@ def items_dataset(sessions: sessionmaker[Session]) -> Dataset:
         vectors = [np.frombuffer(data, dtype=np.float32) for _, _, data in rows]
         if len({len(v) for v in vectors}) > 1:
             raise DataError("the labelled items have vectors of different lengths")
-        return dataset_from_arrays(np.stack(vectors), np.array(labels), name="items")
+        return dataset_from_arrays(np.stack(vectors), np.array(labels), name=f"items:{collection}")
     from PIL import Image
 
     images = []
@@ -80,7 +81,7 @@ def items_dataset(sessions: sessionmaker[Session]) -> Dataset:
         with Image.open(BytesIO(data)) as img:
             img.load()
             images.append(img.copy())
-    return dataset_from_images(images, labels, name="items")
+    return dataset_from_images(images, labels, name=f"items:{collection}")
 
 
 class LogTail(logging.Handler):
@@ -105,7 +106,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.paths = settings.paths
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine, self.sessions = open_db(settings.db_url)
+        self.db = Database(settings.db_url, settings.sqlite_synchronous)
+        self.engine, self.sessions = self.db.engine, self.db.sessions
         self.stopping = threading.Event()
 
     # -- the loop --------------------------------------------------------------------------------
@@ -181,6 +183,8 @@ class Worker:
         config = TrainConfig.model_validate({**without_foreign_loss_fields(job), "name": job.model_id})
         if config.device == "auto":
             config = config.model_copy(update={"device": self.settings.worker_device})
+        if job.test_dataset_spec is not None:  # resolved at submission, relative to the data dir
+            config = config.model_copy(update={"test_dataset": job.test_dataset_spec})
         model_dir = self.paths.model_dir(job.model_id)
         if (model_dir / CARD_FILE).exists():
             # An earlier attempt of this job exported the model and died before recording it.
@@ -188,8 +192,9 @@ class Worker:
             if written != config.model_dump(mode="json", exclude={"device"}):
                 raise FileExistsError(f"model directory {model_dir} exists and was not written by this job")
         else:
-            if job.dataset_spec == jobs.ITEMS_SPEC:
-                dataset = items_dataset(self.sessions)
+            collection = jobs.items_collection(job.dataset_spec)
+            if collection is not None:
+                dataset = items_dataset(self.sessions, collection)
             else:
                 dataset = load_dataset(
                     job.dataset_spec, root=self.settings.data_dir, label_column=config.label_column
@@ -202,6 +207,7 @@ class Worker:
                 config,
                 out_dir=self.paths.models,
                 dataset=dataset,
+                data_root=self.settings.data_dir,
                 progress=self._progress(job, beat, tail),
                 resume=resume,
                 run_dir=run_dir,

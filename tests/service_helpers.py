@@ -35,15 +35,19 @@ _built: dict[tuple[Any, ...], Path] = {}
 class LinearEncoder(torch.nn.Module):
     """Flatten, project with a fixed matrix, optionally L2-normalise: a predictable toy encoder."""
 
-    def __init__(self, weight: torch.Tensor, normalize: bool) -> None:
+    def __init__(self, weight: torch.Tensor, normalize: bool, slow: int = 0) -> None:
         super().__init__()
         self.linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
         with torch.no_grad():
             self.linear.weight.copy_(weight)
         self.normalize = normalize
+        self.slow = slow  # extra identity products per call: a model that takes its time (kill tests)
+        self.register_buffer("eye", torch.eye(weight.shape[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x.flatten(1))
+        for _ in range(self.slow):
+            y = y @ self.eye
         if self.normalize:
             y = F.normalize(y, dim=1)
         return y
@@ -58,13 +62,14 @@ def model_dir(
     max_value: float = 255.0,
     scale: float = 1.0,
     labels: tuple[str, ...] = ("a", "b", "c"),
+    slow: int = 0,
 ) -> Path:
     """An exported model directory (built once per parameter set and process, then reused read-only).
 
     Vector models are ``scale * identity`` (so cosine embeddings are the normalised inputs); image
     models are a fixed random projection of the flattened pixels to ``dim``.
     """
-    key = (model_id, dim, distance, threshold, image, max_value, scale, labels)
+    key = (model_id, dim, distance, threshold, image, max_value, scale, labels, slow)
     if key in _built:
         return _built[key]
     if image is None:
@@ -88,9 +93,8 @@ def model_dir(
         else Threshold(distance=threshold, target_far=0.01, far=0.01, tar=0.9),
         encoder_sha256="0" * 64,
     )
-    out = write_model_dir(
-        LinearEncoder(weight, distance == "cosine"), card, _MODEL_ROOT / f"{model_id}-{len(_built)}", example
-    )
+    encoder = LinearEncoder(weight, distance == "cosine", slow)
+    out = write_model_dir(encoder, card, _MODEL_ROOT / f"{model_id}-{len(_built)}", example)
     _built[key] = out
     return out
 

@@ -29,10 +29,13 @@ LOSS_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 class ItemsSource(BaseModel):
-    """Train on the labelled items already stored in the service."""
+    """Train on the labelled items already stored in one of the service's collections."""
 
     model_config = ConfigDict(extra="forbid")
     source: Literal["items"] = "items"
+    collection: str = Field(
+        default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="whose labelled items"
+    )
 
 
 class TrainConfig(BaseModel):

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Form, UploadFile
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import SessionDep, StateDep
+from service.api.deps import ServiceDep, SessionDep
 from service.errors import ErrorCode, ServiceError
 from service.schemas import DatasetOut
-from service.state import ServiceState
-from service.store import DatasetRow
+from service.state import Service
+from service.tables import DatasetRow
 from trainer.data import DataError, Dataset, load_dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -27,7 +27,7 @@ UPLOAD_SUFFIXES = (".npz", ".csv")
 UNPACKED_FACTOR = 4  # a compressed .npz may unpack to this many times the upload limit, no more
 
 
-def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) -> dict[str, Any]:
+def _store_upload(service: Service, upload: UploadFile, label_column: str) -> dict[str, Any]:
     """Copy the upload beside its final place, load it as the trainer would, then rename it in."""
     name = Path(upload.filename or "").name
     suffix = Path(name).suffix.lower()
@@ -35,7 +35,7 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
         raise ServiceError(
             ErrorCode.INVALID_REQUEST, f"file: {name or 'the upload'!r} is not a .npz or .csv data set"
         )
-    folder = state.settings.paths.datasets
+    folder = service.settings.paths.datasets
     folder.mkdir(parents=True, exist_ok=True)
     dataset_id = "ds-" + secrets.token_hex(6)
     fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=suffix, dir=folder)
@@ -45,7 +45,7 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
             shutil.copyfileobj(upload.file, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
-        _check_unpacked_size(tmp, UNPACKED_FACTOR * state.settings.max_upload_bytes)
+        _check_unpacked_size(tmp, UNPACKED_FACTOR * service.settings.max_upload_bytes)
         try:
             data = load_dataset(str(tmp), label_column=label_column)
         except DataError as exc:
@@ -69,7 +69,7 @@ def _store_upload(state: ServiceState, upload: UploadFile, label_column: str) ->
         )
         os.replace(tmp, final)
         try:
-            with state.session() as session:
+            with service.db.session() as session:
                 session.add(row)
                 session.commit()
                 session.refresh(row)
@@ -111,10 +111,10 @@ def _view(row: DatasetRow) -> dict[str, Any]:
 
 @router.post("", response_model=DatasetOut, status_code=201)
 async def create_dataset(
-    state: StateDep, file: UploadFile, label_column: Annotated[str, Form()] = "label"
+    service: ServiceDep, file: UploadFile, label_column: Annotated[str, Form()] = "label"
 ) -> dict[str, Any]:
     """Upload a .npz (x, y[, label_names]) or .csv (features + label column) data set for POST /train."""
-    return await run_in_threadpool(_store_upload, state, file, label_column)
+    return await run_in_threadpool(_store_upload, service, file, label_column)
 
 
 @router.get("", response_model=list[DatasetOut])

@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-import numpy as np
 import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
+from service.catalogue import Catalogue
 from service.errors import ErrorCode, ServiceError
-from service.repository import get_item, stored_embeddings
-from service.schemas import IdRef, QueryItem, raw_input
-from service.state import Runtime, ServiceState
-from service.store import ItemRow
+from service.state import Service
 
 
 class OrjsonRequest(Request):
@@ -52,54 +48,48 @@ class OrjsonRoute(APIRoute):
         return orjson_handler
 
 
-async def get_state(request: Request) -> ServiceState:
+async def get_service(request: Request) -> Service:
     """async on purpose: FastAPI runs sync dependencies in the threadpool, a hop per request."""
     return request.app.state.service
 
 
-StateDep = Annotated[ServiceState, Depends(get_state)]
+ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-async def get_session(state: StateDep) -> AsyncIterator[Session]:
-    with state.session() as session:  # opening a session does no I/O; queries run in the sync handlers
+async def get_session(service: ServiceDep) -> AsyncIterator[Session]:
+    with service.db.session() as session:  # opening a session does no I/O; queries run in sync handlers
         yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def valid_item(item_id: str, session: SessionDep) -> ItemRow:
-    """Load the item named in the path, or 404."""
-    return get_item(session, item_id)
+async def default_catalogue(service: ServiceDep) -> Catalogue:
+    """The flat routes (``/items``, ``/search``...) mean the collection ``default``."""
+    catalogue = service.collections.default
+    service.metrics.collection_requests.labels(catalogue.name).inc()
+    return catalogue
 
 
-ItemDep = Annotated[ItemRow, Depends(valid_item)]
+async def named_catalogue(name: str, service: ServiceDep) -> Catalogue:
+    """The collection named in the path: 422 for a malformed name, 404 for an unknown one."""
+    catalogue = service.collections.get(name)
+    service.metrics.collection_requests.labels(catalogue.name).inc()
+    return catalogue
 
 
-def check_count(state: ServiceState, n: int) -> None:
-    limit = state.settings.max_items
+CollectionDep = Annotated[Catalogue, Depends(named_catalogue)]
+
+
+def check_count(service: Service, n: int) -> None:
+    limit = service.settings.max_items
     if n > limit:
         raise ServiceError(
             ErrorCode.TOO_LARGE, f"{n} items in one request; the limit is {limit} (--max-items)"
         )
 
 
-def check_k(state: ServiceState, k: int) -> None:
-    limit = state.settings.max_k
+def check_k(service: Service, k: int) -> None:
+    limit = service.settings.max_k
     if not 1 <= k <= limit:
         raise ServiceError(ErrorCode.INVALID_REQUEST, f"k must be between 1 and {limit} (--max-k), got {k}")
-
-
-async def resolve_items(state: ServiceState, runtime: Runtime, items: list[QueryItem]) -> np.ndarray:
-    """Embeddings for query items: stored ones for ``{"id": ...}``, the batcher for the rest."""
-    out = np.empty((len(items), runtime.encoder.card.embedding_dim), dtype=np.float32)
-    ids = [item.id for item in items if isinstance(item, IdRef)]
-    if ids:
-        stored = await run_in_threadpool(stored_embeddings, state, runtime, ids)
-        for i, item in enumerate(items):
-            if isinstance(item, IdRef):
-                out[i] = stored[item.id]
-    fresh = [(i, raw_input(item)) for i, item in enumerate(items) if not isinstance(item, IdRef)]
-    if fresh:
-        out[[i for i, _ in fresh]] = await state.embed(runtime, [raw for _, raw in fresh])
-    return out

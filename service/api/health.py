@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import service
-from service.api.deps import StateDep
+from service import __version__
+from service.api.deps import ServiceDep
 from service.errors import no_model
 
 router = APIRouter(tags=["health"])
@@ -23,32 +23,41 @@ def read_health() -> dict[str, str]:
 
 
 @router.get("/ready")
-def read_ready(state: StateDep) -> dict[str, Any]:
-    """Readiness: a model and its index are loaded (503 otherwise, saying how to get a model)."""
-    runtime = state.runtime
+def read_ready(service: ServiceDep) -> dict[str, Any]:
+    """Readiness: the default collection has a model and its index is loaded (503 otherwise)."""
+    runtime = service.collections.default.runtime
     if runtime is None:
         raise no_model()
     return {"status": "ready", "model": runtime.model_id, "index_size": runtime.index.size}
 
 
 @router.get("/info")
-def read_info(state: StateDep) -> dict[str, Any]:
-    """Versions, the active model's card, the index and the limits this server enforces."""
-    s = state.settings
-    runtime = state.runtime
+def read_info(service: ServiceDep) -> dict[str, Any]:
+    """Versions, the default collection's card and index, every collection, and the limits enforced."""
+    s = service.settings
+    collections = {}
+    for catalogue in service.collections.all():
+        runtime = catalogue.runtime
+        collections[catalogue.name] = {
+            "model": runtime.model_id if runtime else None,
+            "size": runtime.index.size if runtime else 0,
+            "index_type": runtime.index.kind if runtime else None,
+        }
+    default = service.collections.default.runtime
     return {
-        "version": service.__version__,
+        "version": __version__,
         "versions": {
             "python": platform.python_version(),
             **{pkg: version(pkg) for pkg in ("torch", "faiss-cpu", "fastapi", "numpy", "pydantic")},
         },
-        "model": runtime.encoder.card.model_dump(mode="json") if runtime else None,
+        "model": default.encoder.card.model_dump(mode="json") if default else None,
         "index": {
-            "size": runtime.index.size if runtime else 0,
-            "type": runtime.index.kind if runtime else None,
+            "size": default.index.size if default else 0,
+            "type": default.index.kind if default else None,
             "configured_type": s.index_type,
-            "model_id": runtime.model_id if runtime else None,
+            "model_id": default.model_id if default else None,
         },
+        "collections": collections,
         "limits": {
             "max_items": s.max_items,
             "max_body_bytes": s.max_body_bytes,
@@ -58,10 +67,11 @@ def read_info(state: StateDep) -> dict[str, Any]:
             "max_queue": s.max_queue,
             "max_upload_bytes": s.max_upload_bytes,
         },
+        "gate": {"tolerance": s.gate_tolerance, "sample": s.gate_sample},
     }
 
 
 @router.get("/metrics")
-def read_metrics(state: StateDep) -> Response:
+def read_metrics(service: ServiceDep) -> Response:
     """Prometheus metrics of this app."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

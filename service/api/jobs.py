@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import func, select
@@ -11,10 +11,9 @@ from service import jobs
 from service.api.deps import SessionDep
 from service.errors import ErrorCode, ServiceError
 from service.schemas import JobList, JobOut
-from service.store import JobRow
+from service.tables import JobRow
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def valid_job(job_id: str, session: SessionDep) -> JobRow:
@@ -31,7 +30,7 @@ JobDep = Annotated[JobRow, Depends(valid_job)]
 @router.get("", response_model=JobList)
 def read_jobs(
     session: SessionDep,
-    status: JobStatus | None = None,
+    status: jobs.JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> dict[str, Any]:

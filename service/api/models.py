@@ -1,74 +1,80 @@
-"""Model registry: list, show, activate (re-embeds stored items in the background, then swaps)."""
+"""Model registry: list, show, activate in the default collection, and the training report's files."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import SessionDep, StateDep
+from service.api.deps import ServiceDep
 from service.errors import ErrorCode, ServiceError
-from service.registry import model_row, start_activation
 from service.schemas import ActivationOut, ModelOut, ReportOut
-from service.state import ServiceState
-from service.store import ModelRow
+from service.state import Service
+from service.tables import CollectionRow, ModelRow
 
 router = APIRouter(prefix="/models", tags=["models"])
-
-
-def model_out(state: ServiceState, row: ModelRow) -> dict[str, Any]:
-    activation = state.activation if state.activation and state.activation["model_id"] == row.id else None
-    return {
-        "id": row.id,
-        "path": row.path,
-        "active": row.active,
-        "created_at": row.created_at,
-        "activated_at": row.activated_at,
-        "card": row.card,
-        "activation": activation,
-    }
-
-
-@router.get("", response_model=list[ModelOut])
-def read_models(state: StateDep, session: SessionDep) -> list[dict[str, Any]]:
-    """Registered models, newest first."""
-    rows = session.scalars(select(ModelRow).order_by(ModelRow.created_at.desc())).all()
-    return [model_out(state, row) for row in rows]
-
-
-@router.get("/{model_id}", response_model=ModelOut)
-def read_model(model_id: str, state: StateDep) -> dict[str, Any]:
-    """One registered model, with the progress of its activation if one ran."""
-    return model_out(state, model_row(state, model_id))
-
-
-@router.post("/{model_id}/activate", response_model=ActivationOut, status_code=202)
-def activate_model(model_id: str, state: StateDep, response: Response) -> dict[str, str]:
-    """Activate a model: 409 if it cannot read the stored items; 202 while re-embedding, 200 if active."""
-    status = start_activation(state, model_id)
-    if status == "active":
-        response.status_code = 200
-    else:
-        response.headers["Location"] = f"/models/{model_id}"
-    return {"id": model_id, "status": status}
-
-
 REPORT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}\.(png|md|json)$")  # no paths, no hidden files
 
 
-def _model_path(state: ServiceState, model_id: str) -> Path:
-    path = Path(model_row(state, model_id).path)
-    return path if path.exists() else state.settings.paths.models / model_id
+def model_view(service: Service, row: ModelRow, serving: list[str]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "path": service.settings.paths.relative(row.path),
+        "active": "default" in serving,
+        "collections": serving,
+        "created_at": row.created_at,
+        "card": row.card,
+        "activation": service.activations.latest(model_id=row.id),
+    }
+
+
+def _serving(service: Service) -> dict[str, list[str]]:
+    with service.db.session() as session:
+        pairs = session.execute(
+            select(CollectionRow.model_id, CollectionRow.name).order_by(CollectionRow.name)
+        )
+        out: dict[str, list[str]] = {}
+        for model_id, name in pairs:
+            if model_id is not None:
+                out.setdefault(model_id, []).append(name)
+        return out
+
+
+@router.get("", response_model=list[ModelOut])
+def read_models(service: ServiceDep) -> list[dict[str, Any]]:
+    """Registered models, newest first, with the collections each one serves."""
+    serving = _serving(service)
+    return [model_view(service, row, serving.get(row.id, [])) for row in service.models.rows()]
+
+
+@router.get("/{model_id}", response_model=ModelOut)
+def read_model(model_id: str, service: ServiceDep) -> dict[str, Any]:
+    """One registered model, with its latest activation (progress, or why it failed)."""
+    return model_view(service, service.models.row(model_id), _serving(service).get(model_id, []))
+
+
+@router.post("/{model_id}/activate", response_model=ActivationOut, status_code=202)
+async def activate_model(model_id: str, service: ServiceDep, response: Response) -> dict[str, str]:
+    """Activate in the default collection (``POST /collections/{name}/activate`` for the others); 202
+    while re-embedding, 200 if already active; 409 if it cannot read the items or the gate refuses it."""
+    outcome = await run_in_threadpool(
+        service.activations.start, service.collections.default, model_id, requested_by="request"
+    )
+    if outcome["status"] == "active":
+        response.status_code = 200
+    else:
+        response.headers["Location"] = f"/models/{model_id}"
+    return {"id": model_id, "status": outcome["status"]}
 
 
 @router.get("/{model_id}/report", response_model=ReportOut)
-def read_report(model_id: str, state: StateDep) -> dict[str, Any]:
+def read_report(model_id: str, service: ServiceDep) -> dict[str, Any]:
     """The training report (markdown) and the URLs of its plots."""
-    path = _model_path(state, model_id)
+    path = service.models.directory(model_id)
     report = path / "report.md"
     if not report.is_file():
         raise ServiceError(ErrorCode.NOT_FOUND, f"model {model_id} has no report.md")
@@ -81,9 +87,9 @@ def read_report(model_id: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/{model_id}/files/{name}", response_class=FileResponse)
-def read_model_file(model_id: str, name: str, state: StateDep) -> FileResponse:
+def read_model_file(model_id: str, name: str, service: ServiceDep) -> FileResponse:
     """One file of a model directory: its plots, report.md or model.json (never the encoder)."""
-    path = _model_path(state, model_id) / name
+    path = service.models.directory(model_id) / name
     if not REPORT_FILE.match(name) or not path.is_file():
         raise ServiceError(ErrorCode.NOT_FOUND, f"model {model_id} has no file {name!r}")
     return FileResponse(path)

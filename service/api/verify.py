@@ -1,30 +1,35 @@
 """POST /verify: are two items the same identity/class, by the card's calibrated threshold?"""
 
-from __future__ import annotations
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from service.api.deps import OrjsonRoute, StateDep
-from service.api.search import pair
-from service.errors import ErrorCode, ServiceError
+from service import retrieval
+from service.api.deps import OrjsonRoute, ServiceDep
+from service.catalogue import Catalogue
 from service.responses import OrjsonResponse
 from service.schemas import VerifyRequest, VerifyResponse
 from service.state import retry_on_model_change
 
-router = APIRouter(tags=["verify"], route_class=OrjsonRoute)
 
+def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(tags=["verify"], route_class=OrjsonRoute)
+    CatalogueDep = Annotated[Catalogue, Depends(catalogue_dep)]  # noqa: N806 - a type alias
 
-@router.post("/verify", response_model=VerifyResponse)
-async def verify_pair(body: VerifyRequest, state: StateDep) -> OrjsonResponse:
-    """Same when distance <= threshold (default: the card's calibrated ``threshold.distance``)."""
-    card = state.require_runtime().encoder.card
-    threshold = body.threshold
-    if threshold is None:
-        if card.threshold is None:
-            raise ServiceError(
-                ErrorCode.CONFLICT,
-                f"model {card.model_id} has no calibrated threshold; pass 'threshold' (a distance)",
-            )
-        threshold = card.threshold.distance
-    _, d, s = await retry_on_model_change(lambda: pair(state, body))
-    return OrjsonResponse({"same": d <= threshold, "distance": d, "similarity": s, "threshold": threshold})
+    @router.post("/verify", response_model=VerifyResponse)
+    async def verify_pair(
+        body: VerifyRequest, service: ServiceDep, catalogue: CatalogueDep
+    ) -> OrjsonResponse:
+        """Same when distance <= threshold (default: the card's calibrated ``threshold.distance``)."""
+
+        async def attempt() -> dict[str, Any]:
+            runtime = catalogue.require_runtime()
+            threshold = retrieval.default_threshold(runtime, body.threshold, required=True)
+            emb = await retrieval.query_embeddings(service, catalogue, runtime, [body.a, body.b])
+            d, s = retrieval.pair(runtime, emb)
+            return {"same": d <= threshold, "distance": d, "similarity": s, "threshold": threshold}
+
+        return OrjsonResponse(await retry_on_model_change(attempt))
+
+    return router

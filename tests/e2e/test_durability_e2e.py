@@ -34,7 +34,7 @@ def _assert_consistent(c: TestClient, live: dict[str, np.ndarray], gone: list[st
 
 def test_stale_snapshot_is_reconciled_with_the_database(tmp_path):
     settings = make_settings(tmp_path, model=model_dir())
-    index_dir = settings.paths.index
+    index_dir = settings.paths.index / "default"
     a, b, new_a7 = _vectors(40, 0), _vectors(25, 1), _vectors(1, 9)[0]
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(a, prefix="a")})
@@ -64,7 +64,7 @@ def test_missing_corrupt_or_mismatched_snapshot_is_rebuilt(tmp_path, damage, cap
     x = _vectors(60, 2)
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(x)})
-    faiss_file = settings.paths.index / "toy-vec.faiss"
+    faiss_file = settings.paths.index / "default" / "toy-vec.faiss"
     if damage == "delete":
         faiss_file.unlink()
     elif damage == "corrupt":
@@ -94,7 +94,7 @@ def test_ivf_trains_from_stored_embeddings_at_start(tmp_path):
 
 def test_periodic_snapshots_run_in_the_background(tmp_path):
     settings = make_settings(tmp_path, model=model_dir(), snapshot_interval=0.2)
-    meta = settings.paths.index / "toy-vec.json"
+    meta = settings.paths.index / "default" / "toy-vec.json"
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(_vectors(10, 4))})
         deadline = time.monotonic() + 10
@@ -112,7 +112,7 @@ def test_periodic_snapshots_run_in_the_background(tmp_path):
         }
 
 
-def test_rows_left_with_another_models_embedding_are_reembedded_at_start(tmp_path):
+def test_rows_left_without_the_active_models_embedding_are_embedded_at_start(tmp_path):
     settings = make_settings(tmp_path, model=model_dir("toy-b", scale=2.0))
     with TestClient(create_app(settings)):
         pass  # registers toy-b
@@ -120,8 +120,8 @@ def test_rows_left_with_another_models_embedding_are_reembedded_at_start(tmp_pat
     x = _vectors(20, 5)
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(x)})
-    with sqlite3.connect(settings.data_dir / "service.db") as db:  # as if a crash left rows half-migrated
-        db.execute("UPDATE items SET model_id = 'toy-b', embedding = ? WHERE key <= 5", (b"\0" * 32,))
+    with sqlite3.connect(settings.data_dir / "service.db") as db:  # as if rows were written behind our back
+        db.execute("DELETE FROM embeddings WHERE key <= 5 AND model_id = 'toy-vec'")
     with TestClient(create_app(settings)) as c:
         _assert_consistent(c, {f"i{i}": x[i] for i in range(20)}, [])
         assert {c.get(f"/items/i{i}").json()["model"] for i in range(20)} == {"toy-vec"}

@@ -50,7 +50,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
             first = [{"id": ids[i], "vector": x[i].tolist(), "label": f"l{i % 7}"} for i in range(500)]
             for chunk in range(0, 500, 100):
                 assert c.post("/items", json={"items": first[chunk : chunk + 100]}).status_code == 201
-            meta = data / "index" / "toy-vec.json"
+            meta = data / "index" / "default" / "toy-vec.json"
             deadline = time.monotonic() + 20
             while not (meta.exists() and json.loads(meta.read_text())["size"] == 500):
                 assert time.monotonic() < deadline, "no periodic snapshot"
@@ -77,7 +77,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
                 assert c.get(f"/items/{ids[i]}").status_code == 404
         # SIGTERM: graceful shutdown with a final snapshot (uvicorn then re-raises the signal: rc -15)
         assert server.stop() in (0, -15)
-        assert json.loads((data / "index" / "toy-vec.json").read_text())["size"] == 1000
+        assert json.loads((data / "index" / "default" / "toy-vec.json").read_text())["size"] == 1000
     finally:
         server.stop()
 

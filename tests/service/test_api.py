@@ -204,7 +204,8 @@ def test_metrics_are_per_app_and_count_routes(tmp_path, client):
     assert 'embed_http_requests_total{method="POST",route="/embed",status="200"} 1.0' in text
     assert 'route="/items/{item_id}",status="404"' in text
     assert "embed_batch_size_count 1.0" in text and "embed_queue_seconds_count 1.0" in text
-    assert 'embed_active_model{model_id="toy-vec"} 1.0' in text and "embed_index_size 0.0" in text
+    assert 'embed_active_model{collection="default",index_type="flat",model_id="toy-vec"} 1.0' in text
+    assert 'embed_index_size{collection="default"} 0.0' in text
     with TestClient(create_app(make_settings(tmp_path / "other", model=model_dir()))) as other:
         assert 'route="/embed"' not in other.get("/metrics").text  # its own registry
 
@@ -230,10 +231,13 @@ def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path):
         assert r.status_code == 202 and r.headers["location"] == "/models/toy-b"
         deadline = time.monotonic() + 20
         while (
-            c.get("/models/toy-b").json()["activation"]["status"] == "running" and time.monotonic() < deadline
+            c.get("/models/toy-b").json()["activation"]["status"] == "activating"
+            and time.monotonic() < deadline
         ):
             time.sleep(0.05)
-        assert c.get("/models/toy-b").json()["activation"]["status"] == "done"
+        activation = c.get("/models/toy-b").json()["activation"]
+        assert activation["status"] == "active" and activation["done"] == activation["total"] == 60
+        assert activation["gate"]["checked"] and activation["gate"]["passed"], activation["gate"]
         info = c.get("/info").json()
         assert info["model"]["model_id"] == "toy-b" and info["index"] == {
             "size": 60,

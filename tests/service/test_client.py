@@ -251,7 +251,7 @@ def test_activation_switches_models_and_back(client: Client):
     started = client.activate_model(OTHER)
     assert (started.id, started.status) == (OTHER, "activating")
     done = client.wait_active(OTHER, timeout=30)
-    assert done.active and done.activation is not None and done.activation["status"] == "done"
+    assert done.active and done.activation is not None and done.activation["status"] == "active"
     assert client.ready().model == OTHER and client.embed(patterns(1, seed=9)).model == OTHER
     assert client.activate_model(OTHER).status == "active"  # already active: 200
     assert client.activate_model(MAIN).status == "activating"

@@ -90,10 +90,11 @@ def test_a_failing_index_add_rolls_back_the_database(client):
     def broken_add(keys, vectors):
         raise RuntimeError("faiss exploded")
 
-    state.runtime.index.add = broken_add
+    runtime = state.collections.default.runtime
+    runtime.index.add = broken_add
     r = client.post("/items", json={"items": [{"id": "x", "vector": GOOD}]})
     assert r.status_code == 500
-    del state.runtime.index.add
+    del runtime.index.add
     assert client.get("/items/x").status_code == 404 and client.get("/items").json()["total"] == 0
     assert client.post("/items", json={"items": [{"id": "x", "vector": GOOD}]}).status_code == 201
 
@@ -169,13 +170,16 @@ def test_fuzzed_bodies_never_get_a_500(client):
     assert client.get("/items", params={"limit": "many"}).status_code == 422
 
 
+def _concrete(path: str) -> str:
+    return path.replace("{item_id}", "i0").replace("{model_id}", "toy-vec").replace("{name}", "default")
+
+
 def _paths(app) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, docs included, from the routes themselves."""
     out = []
     for context in iter_route_contexts(app.routes):  # FastAPI 0.16x nests included routers in app.routes
-        route = context.original_route
-        path = route.path.replace("{item_id}", "i0").replace("{model_id}", "toy-vec")
-        out += [(method, path) for method in sorted(route.methods or []) if method != "HEAD"]
+        path = _concrete(context.path)  # with the prefix it was included under
+        out += [(method, path) for method in sorted(context.methods or []) if method != "HEAD"]
     return out
 
 
@@ -185,9 +189,7 @@ def test_api_key_guards_every_route_but_health_and_ready(tmp_path):
         routes = _paths(app)
         served = {path for _, path in routes}
         assert {"/docs", "/openapi.json", "/metrics", "/models/toy-vec/activate"} <= served
-        assert {
-            p.replace("{item_id}", "i0").replace("{model_id}", "toy-vec") for p in app.openapi()["paths"]
-        } <= served
+        assert {_concrete(p) for p in app.openapi()["paths"]} <= served
         for method, path in routes:
             if path in ("/health", "/ready"):
                 assert c.request(method, path).status_code == 200

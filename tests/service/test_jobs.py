@@ -21,9 +21,9 @@ from sqlalchemy import select, update
 
 from service import jobs
 from service.app import create_app
+from service.housekeeping import maintain_jobs
 from service.paths import DataDir
-from service.store import JobRow, open_db
-from service.supervisor import maintain_jobs
+from service.tables import JobRow, open_db
 from service.worker import without_foreign_loss_fields
 from trainer.config import TrainConfig
 from trainer.data import load_dataset
@@ -264,7 +264,7 @@ def test_train_from_items_checks_the_stored_labels(client):
     assert cnn.status_code == 422 and "shape (8,)" in cnn.json()["detail"]
     response = client.post("/train", json={"dataset": {"source": "items"}, "loss": "supcon"})
     assert response.status_code == 202
-    assert client.get(f"/jobs/{response.json()['id']}").json()["dataset"] == "items"
+    assert client.get(f"/jobs/{response.json()['id']}").json()["dataset"] == "items:default"
 
 
 def npz_bytes(**arrays) -> bytes:
@@ -370,9 +370,7 @@ def test_report_routes_serve_only_report_files(client, tmp_path):
     )
     state = client.app.state.service
     train(config, out_dir=state.settings.paths.models, dataset=ds)
-    from service.registry import register_model_dir
-
-    register_model_dir(state, state.settings.paths.models / "rep")
+    state.models.register_dir(state.settings.paths.models / "rep")
     report = client.get("/models/rep/report").json()
     assert report["markdown"].startswith("# Model `rep`")
     assert "pca.png" in report["files"] and "encoder.pt" not in report["files"]
@@ -390,11 +388,11 @@ def test_a_job_activation_refused_is_shown_on_the_model(client):
     client.post("/items", json={"items": [{"vector": [1.0] * 8, "label": "a"}]})
     state = client.app.state.service
     shutil.copytree(model_dir("wide", dim=4), state.settings.paths.models / "wide")  # reads 4-d vectors
-    with state.session() as session:
+    with state.db.session() as session:
         jobs.enqueue(
             session, job_id="j-wide", config={}, dataset_spec="digits", model_id="wide", activate=True
         )
-    with state.session() as session:
+    with state.db.session() as session:
         finished = {"status": "succeeded", "activation": "pending"}  # as jobs.finish leaves it
         session.execute(update(JobRow).where(JobRow.id == "j-wide").values(**finished))
         session.commit()

@@ -22,10 +22,11 @@ from service.batcher import MicroBatcher
 from service.config import Settings
 from service.encoder import Encoder
 from service.errors import ServiceError
-from service.index import IndexParams, RWLock, VectorIndex, pair_distance, write_snapshot
+from service.index import IndexParams, VectorIndex, pair_distance, write_snapshot
 from service.rowcache import RowCache
+from service.rwlock import RWLock
 from service.schemas import CreateItemsRequest, EmbedRequest, SearchRequest
-from service.store import open_db
+from service.tables import open_db
 from trainer.card import CARD_FILE, CardError
 from trainer.knn import vote
 
