@@ -23,6 +23,8 @@ import service
 from service.api import classify, datasets, embed, health, items, jobs, models, search, train, verify
 from service.batcher import MicroBatcher
 from service.config import Settings
+from service.console import docs as offline_docs
+from service.console import router as console_router
 from service.errors import ServiceError, service_error_handler, validation_error_handler
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
@@ -177,9 +179,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Embed, index, search, verify and classify items with an exported contrastive encoder.",
         lifespan=lifespan,
         middleware=middleware,
+        docs_url=None,  # FastAPI's pages load from a CDN: service/console/docs.py serves them offline
+        redoc_url=None,
     )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     for module in (health, embed, items, search, verify, classify, models, train, jobs, datasets):
         app.include_router(module.router)
+    app.include_router(offline_docs.router)
+    app.include_router(console_router)
     return app
