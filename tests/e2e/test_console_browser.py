@@ -10,6 +10,7 @@ that the README shows (docs/images/).
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import os
@@ -145,6 +146,15 @@ def digit_png(index: int) -> bytes:
     return buffer.getvalue()
 
 
+def add_digit_items(client: httpx.Client, n: int = 30) -> None:
+    """Digits d0..d{n-1} as 64-value vectors with their labels (upserted: any test may add them)."""
+    digits = load_digits()
+    items = [
+        {"id": f"d{i}", "vector": digits.data[i].tolist(), "label": str(digits.target[i])} for i in range(n)
+    ]
+    assert client.post("/items", json={"items": items}, params={"upsert": True}).status_code == 201
+
+
 # -- fixtures ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
@@ -195,15 +205,20 @@ def console(browser: Browser, service: ServerProcess) -> Iterator[tuple[Page, Pa
 @pytest.fixture
 def active_model(client: httpx.Client) -> str:
     """The model the form trained and the Models page activated; trained over HTTP when run alone."""
-    if (client.get("/info").json()["model"] or {}).get("model_id") != MODEL_ID:
+
+    def serving() -> bool:
+        return (client.get("/info").json()["model"] or {}).get("model_id") == MODEL_ID
+
+    if not serving():
+        deadline = time.monotonic() + TRAIN_TIMEOUT_MS / 1000
         if client.get(f"/models/{MODEL_ID}").status_code == 404:
             job = client.post("/train", json={**API_TRAIN, "name": MODEL_ID}).json()
-            deadline = time.monotonic() + TRAIN_TIMEOUT_MS / 1000
             while client.get(f"/jobs/{job['id']}").json()["status"] != "succeeded":
                 assert time.monotonic() < deadline, "training did not finish"
                 time.sleep(0.3)
         assert client.post(f"/models/{MODEL_ID}/activate").status_code in (200, 202)
-        while (client.get("/info").json()["model"] or {}).get("model_id") != MODEL_ID:
+        while not serving():
+            assert time.monotonic() < deadline, "activation did not finish"
             time.sleep(0.1)
     return MODEL_ID
 
@@ -287,11 +302,8 @@ def test_add_an_image_item_find_it_by_example_and_verify(
     console: tuple[Page, PageGuard], client: httpx.Client, active_model: str, tmp_path: Path
 ):
     page, guard = console
+    add_digit_items(client)
     digits = load_digits()
-    items = [
-        {"id": f"d{i}", "vector": digits.data[i].tolist(), "label": str(digits.target[i])} for i in range(30)
-    ]
-    assert client.post("/items", json={"items": items}, params={"upsert": True}).status_code == 201
     seven = next(i for i in range(100, 200) if digits.target[i] == 7)
     png = tmp_path / "seven.png"
     png.write_bytes(digit_png(seven))
@@ -314,13 +326,16 @@ def test_add_an_image_item_find_it_by_example_and_verify(
     page.get_by_role("button", name="Embed, search and classify").click()
     first = page.locator("#search-result tbody tr").first
     expect(first).to_have_attribute("data-neighbour", "my-seven")
-    answer = client.post("/search", json={"item": {"id": "my-seven"}, "k": 5}).json()["neighbors"]
+    query = {"image": base64.b64encode(png.read_bytes()).decode()}
+    answer = client.post("/search", json={"item": query, "k": 5}).json()["neighbors"]
     shown = page.locator("#search-result tbody tr").evaluate_all("rows => rows.map(r => r.dataset.neighbour)")
     assert shown == [n["id"] for n in answer]  # the page shows what the API answers, in its order
     assert float(first.locator("td.num").first.inner_text()) < 1e-3
     expect(page.locator("#search-result img.thumb")).to_have_count(5)  # image and vector thumbnails
     expect(page.locator("#embed-result")).to_contain_text("32")  # the embedding's dimension
-    expect(page.locator("#classify-label")).to_have_text("Label 7")
+    votes = client.post("/classify", json={"items": [query], "k": 5}).json()["predictions"][0]
+    expect(page.locator("#classify-label")).to_have_text(f"Label {votes['label']}")
+    assert votes["label"] == "7"
 
     # Verify two items: the page shows /verify's answer.
     page.get_by_label("First item id").fill("my-seven")
@@ -337,6 +352,7 @@ def test_add_an_image_item_find_it_by_example_and_verify(
 
 def test_every_page(console: tuple[Page, PageGuard], client: httpx.Client, active_model: str):
     page, guard = console
+    add_digit_items(client)
     client.post("/items?upsert=true", json={"items": [{"id": "gone", "vector": [1.0] * 64, "label": "x"}]})
 
     page.goto("/")

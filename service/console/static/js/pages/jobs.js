@@ -176,6 +176,7 @@ async function renderJob(view, jobId) {
       fill(problems);
     } catch (err) {
       showError(problems, err);
+      clearTimeout(timer); // one polling loop, even when a click refreshed in between
       if (!stopped && err.status !== 404) timer = setTimeout(refresh, JOB_REFRESH_MS * 3);
       return;
     }
@@ -257,6 +258,7 @@ async function renderJob(view, jobId) {
     if (atBottom) log.scrollTop = log.scrollHeight;
     const settling =
       ACTIVE.has(job.status) || (job.status === "succeeded" && ["pending", "activating"].includes(job.activation));
+    clearTimeout(timer); // one polling loop, even when a click refreshed in between
     if (!stopped && settling) timer = setTimeout(refresh, JOB_REFRESH_MS);
   }
 
@@ -271,9 +273,9 @@ async function renderJob(view, jobId) {
             "Cancel job",
             async () => {
               await api.cancelJob(jobId);
-              showNote(problems, "Cancel requested: a running job stops at its next step.");
               clearTimeout(timer);
               await refresh();
+              showNote(document.getElementById("status"), "Cancel requested: a running job stops at its next step.");
             },
             { where: problems, cls: "danger" },
           )

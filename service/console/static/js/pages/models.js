@@ -4,6 +4,7 @@ import * as api from "../api.js";
 import { actionButton, dl, fill, fmtNumber, h, showError, showNote, statusBadge, table, time } from "../dom.js";
 
 const ACTIVATION_POLL_MS = 700;
+const ACTIVATION_WAIT_MS = 30 * 60 * 1000; // re-embedding millions of items takes a while; then stop asking
 
 export async function render(view, { args, query, ctx }) {
   if (args[0]) return renderModel(view, args[0], ctx);
@@ -49,14 +50,17 @@ async function activateAndWait(id, note) {
   const answer = await api.activateModel(id);
   showNote(note, `Activating ${id}: re-embedding the stored items…`);
   if (answer && answer.status === "active") return;
-  for (;;) {
+  const deadline = Date.now() + ACTIVATION_WAIT_MS;
+  while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, ACTIVATION_POLL_MS));
-    if ((await activeModelId()) === id) return;
     const model = await api.getModel(id);
+    const serving = api.hasCollections() ? (await activeModelId()) === id : model.active;
     const a = model.activation;
+    if (serving || (a && a.status === "done")) return; // done: active, or already replaced by another
     if (a && a.status === "failed") throw new Error(`activation of ${id} failed: ${a.error}`);
     if (a && a.total) showNote(note, `Activating ${id}: ${a.done} of ${a.total} items re-embedded…`);
   }
+  throw new Error(`${id} is still activating: look again later`);
 }
 
 // -- the list and the comparison ---------------------------------------------------------------------
