@@ -146,6 +146,16 @@ def digit_png(index: int) -> bytes:
     return buffer.getvalue()
 
 
+def blobs_npz() -> bytes:
+    """A small uploadable data set: 40 vectors of 5 values in 2 well separated classes."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, x=rng.normal(size=(40, 5)) + np.repeat(np.eye(2, 5) * 5, 20, axis=0), y=np.repeat([0, 1], 20)
+    )
+    return buffer.getvalue()
+
+
 def add_digit_items(client: httpx.Client, n: int = 30) -> None:
     """Digits d0..d{n-1} as 64-value vectors with their labels (upserted: any test may add them)."""
     digits = load_digits()
@@ -246,10 +256,7 @@ def test_train_from_the_form_watch_it_and_activate(
 
     # Upload a data set: it is offered at once (then train on the built-in digits after all).
     blobs = tmp_path / "blobs.npz"
-    rng = np.random.default_rng(0)
-    np.savez(
-        blobs, x=rng.normal(size=(40, 5)) + np.repeat(np.eye(2, 5) * 5, 20, axis=0), y=np.repeat([0, 1], 20)
-    )
+    blobs.write_bytes(blobs_npz())
     page.locator("#upload-file").set_input_files(blobs)
     page.get_by_role("button", name="Upload").click()
     expect(page.locator("#upload-status")).to_contain_text("40 samples, 2 classes")
@@ -321,7 +328,16 @@ def test_add_an_image_item_find_it_by_example_and_verify(
 
     # Find it by example: the same picture dropped in the playground is its own nearest neighbour.
     page.get_by_role("link", name="Playground").click()
-    page.locator("#query-image").set_input_files(png)
+    dropped = page.evaluate_handle(
+        """(b64) => {
+            const transfer = new DataTransfer();
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            transfer.items.add(new File([bytes], "seven.png", {type: "image/png"}));
+            return transfer;
+        }""",
+        base64.b64encode(png.read_bytes()).decode(),
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})  # a real drop event, with the file
     expect(page.locator("#query-preview")).to_contain_text("seven.png")
     page.get_by_role("button", name="Embed, search and classify").click()
     first = page.locator("#search-result tbody tr").first
@@ -354,6 +370,11 @@ def test_every_page(console: tuple[Page, PageGuard], client: httpx.Client, activ
     page, guard = console
     add_digit_items(client)
     client.post("/items?upsert=true", json={"items": [{"id": "gone", "vector": [1.0] * 64, "label": "x"}]})
+    # A second model to compare with, trained by the worker while the first pages are looked at.
+    uploaded = client.post("/datasets", files={"file": ("blobs.npz", blobs_npz())}).json()["id"]
+    second = client.post(
+        "/train", json={"dataset": uploaded, "epochs": 1, "name": f"blobs-{uploaded}"}
+    ).json()
 
     page.goto("/")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
@@ -368,8 +389,9 @@ def test_every_page(console: tuple[Page, PageGuard], client: httpx.Client, activ
     shoot(page, "overview", readme=True)
 
     page.get_by_role("link", name="Jobs").click()
-    expect(page.locator("#jobs-list tbody tr").first).to_contain_text("succeeded")
-    page.locator("#jobs-list tbody a").first.click()
+    row = page.locator("#jobs-list tbody tr", has_text=active_model)
+    expect(row).to_contain_text("succeeded")
+    row.get_by_role("link").first.click()
     expect(page.locator("#job-status")).to_have_text("succeeded")
     # Cancel a job from its page (queued or already running: either way it ends cancelled).
     doomed = client.post("/train", json={**API_TRAIN, "epochs": 200, "patience": 0, "name": "doomed"}).json()
@@ -378,8 +400,23 @@ def test_every_page(console: tuple[Page, PageGuard], client: httpx.Client, activ
     expect(page.locator("#job-status")).to_have_text("cancelled", timeout=60_000)
     assert client.get(f"/jobs/{doomed['id']}").json()["status"] == "cancelled"
 
+    deadline = time.monotonic() + TRAIN_TIMEOUT_MS / 1000
+    while client.get(f"/jobs/{second['id']}").json()["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the second model did not train"
+        time.sleep(0.2)
     page.get_by_role("link", name="Models").click()
     expect(page.locator(f'tr[data-model="{active_model}"]')).to_contain_text("active")
+    # Two models side by side: the page shows both cards' numbers and their difference.
+    page.get_by_label("First model").select_option(active_model)
+    page.get_by_label("Second model").select_option(second["model_id"])
+    cards = [client.get(f"/models/{m}").json()["card"]["metrics"] for m in (active_model, second["model_id"])]
+    row = page.locator("#compare-table tr").filter(
+        has=page.locator("td:first-child", has_text=re.compile(r"^knn 5 accuracy$"))
+    )
+    cells = row.locator("td.num").all_inner_texts()
+    assert float(cells[0]) == pytest.approx(cards[0]["knn_5_accuracy"], abs=1e-4)
+    assert float(cells[1]) == pytest.approx(cards[1]["knn_5_accuracy"], abs=1e-4)
+    assert float(cells[2]) == pytest.approx(cards[1]["knn_5_accuracy"] - cards[0]["knn_5_accuracy"], abs=1e-3)
     page.get_by_role("link", name=active_model).first.click()
     expect(page.locator("#model-plots img")).to_have_count(3)
 
