@@ -36,9 +36,7 @@ class Settings(BaseSettings):
         None, description="An exported model directory to register (copied under data-dir) and activate."
     )
     api_key: SecretStr | None = Field(
-        None,
-        description="When set, every route but /health, /ready and the console's own files needs "
-        "'Authorization: Bearer KEY'.",
+        None, description="When set, every route but /health and /ready needs 'Authorization: Bearer KEY'."
     )
     database_url: str | None = Field(
         None, description="Any SQLAlchemy URL; default sqlite:///DATA_DIR/service.db."
