@@ -41,6 +41,8 @@ from service.api.deps import default_catalogue, named_catalogue
 from service.batcher import MicroBatcher
 from service.collections import Collections
 from service.config import Settings
+from service.console import docs as offline_docs
+from service.console import router as console_router
 from service.db import Database
 from service.errors import ServiceError, service_error_handler, validation_error_handler
 from service.housekeeping import run_maintenance_loop
@@ -186,6 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Embed, index, search, verify and classify items with an exported contrastive encoder.",
         lifespan=lifespan,
         middleware=middleware,
+        docs_url=None,  # FastAPI's pages load from a CDN: service/console/docs.py serves them offline
+        redoc_url=None,
     )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -194,4 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in ITEM_ROUTERS:
         app.include_router(module.routes(default_catalogue))
         app.include_router(module.routes(named_catalogue), prefix="/collections/{name}", tags=["collections"])
+    app.include_router(offline_docs.router)
+    app.include_router(console_router)
     return app

@@ -10,11 +10,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ErrorCode, ServiceError
 from service.responses import OrjsonResponse
 
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/"})  # "/": the console's page (service/console)
+# The console's static files; every API call it makes carries the key. Only service/console serves here.
+PUBLIC_PREFIXES = ("/console/",)
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 class ApiKeyMiddleware:
-    """Every path but /health and /ready needs ``Authorization: Bearer <key>`` (401 otherwise).
+    """Every path but /health, /ready and the console's files needs ``Authorization: Bearer <key>``.
 
     A middleware rather than a dependency, so no route (docs and openapi.json included) can be missed.
     """
@@ -24,7 +30,7 @@ class ApiKeyMiddleware:
         self._key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or self._authorized(scope):
+        if scope["type"] != "http" or _public(scope["path"]) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         response = OrjsonResponse(
