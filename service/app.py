@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     for module in ITEM_ROUTERS:
         app.include_router(module.routes(default_catalogue))
-        app.include_router(module.routes(named_catalogue), prefix="/collections/{name}", tags=["collections"])
+        app.include_router(module.routes(named_catalogue), prefix="/collections/{name}")
     app.include_router(offline_docs.router)
     app.include_router(console_router)
     return app
