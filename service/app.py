@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
@@ -23,7 +24,12 @@ import service
 from service.api import classify, datasets, embed, health, items, jobs, models, search, train, verify
 from service.batcher import MicroBatcher
 from service.config import Settings
-from service.errors import ServiceError, service_error_handler, validation_error_handler
+from service.errors import (
+    ServiceError,
+    database_value_error_handler,
+    service_error_handler,
+    validation_error_handler,
+)
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from service.persistence import snapshot
@@ -180,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(DataError, database_value_error_handler)
     for module in (health, embed, items, search, verify, classify, models, train, jobs, datasets):
         app.include_router(module.router)
     return app

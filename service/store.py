@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Dialect,
     Engine,
     ForeignKey,
     Index,
@@ -30,10 +32,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that reads back as aware UTC on every database: SQLite keeps no zone (it returned
+    naive times) and PostgreSQL answers in its session's zone, while the API must show one form."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -48,22 +64,26 @@ class ModelRow(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     path: Mapped[str] = mapped_column(String(4096))
     card: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     active: Mapped[bool] = mapped_column(default=False, index=True)
-    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class ItemRow(Base):
     """An indexed item: its original input (to re-embed under a new model) and its current embedding.
 
     ``key`` is the FAISS id. AUTOINCREMENT matters: SQLite would otherwise reuse the key of a deleted
-    last row, and a stale snapshot could then pair that key with the old vector.
+    last row, and a stale snapshot could then pair that key with the old vector. PostgreSQL's sequence
+    never hands a value out twice; BIGINT there (SQLite's INTEGER is already 64-bit), because every
+    insert and upsert takes a new key and 32 bits run out after about 2 billion of them.
     """
 
     __tablename__ = "items"
     __table_args__ = {"sqlite_autoincrement": True}
 
-    key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     id: Mapped[str] = mapped_column(String(256), unique=True)
     label: Mapped[str | None] = mapped_column(String(256), index=True, default=None)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
@@ -72,7 +92,7 @@ class ItemRow(Base):
     input_data: Mapped[bytes] = mapped_column(LargeBinary)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, the active model's output
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class JobRow(Base):
@@ -104,10 +124,10 @@ class JobRow(Base):
     model_id: Mapped[str] = mapped_column(String(128))  # fixed at submission: a resumed run finds its files
     activate: Mapped[bool] = mapped_column(Boolean, default=False)
     activation: Mapped[str | None] = mapped_column(String(1024), default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     worker_id: Mapped[str | None] = mapped_column(String(256), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -130,18 +150,25 @@ class DatasetRow(Base):
     classes: Mapped[list[str]] = mapped_column(JSON)
     shape: Mapped[list[int]] = mapped_column(JSON)  # one sample's shape
     size_bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Connections per process: the request thread pool (40 threads) may each hold a session, plus the
+# background threads (snapshots, job housekeeping, replica sync). A PostgreSQL server must allow
+# (replicas + workers) x (POOL_SIZE + MAX_OVERFLOW) of them in the worst case (its default is 100).
+POOL_SIZE, MAX_OVERFLOW = 8, 32
 
 
 def make_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and the chosen synchronous level."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # pre-ping: a connection the server or a proxy closed while idle is replaced, not handed out
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=8,
-        max_overflow=32,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
     )
 
     @event.listens_for(engine, "connect")

@@ -1,4 +1,5 @@
-"""``service.sync`` against writes made behind this replica's back, straight in the shared table."""
+"""``service.sync`` against writes made behind this replica's back, straight in the shared table
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def test_catch_up_adds_removes_and_never_drops_a_row_of_another_model(tmp_path):
-    settings = make_settings(tmp_path, model=model_dir())
+def test_catch_up_adds_removes_and_never_drops_a_row_of_another_model(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
     shutil.copytree(model_dir("toy-b", scale=2.0), settings.paths.models / "toy-b")  # registered, not active
     with TestClient(create_app(settings)) as c:
         state = c.app.state.service
