@@ -230,7 +230,7 @@ def test_scale_override_runs_two_replicas_and_a_worker_on_one_postgres(monkeypat
     assert len(index_volumes) == len(REPLICAS), "each replica writes its own index snapshots"
 
     trainer = services["trainer"]
-    assert trainer["command"][:4] == ["python", "-m", "trainer", "worker"]
+    assert trainer["command"][:4] == ["python", "-m", "service", "worker"]
     assert [(v["source"], v["target"]) for v in trainer["volumes"]] == [("data", "/data")]
     assert trainer["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert set(compose_config(COMPOSE, SCALE_OVERRIDE)["volumes"]) == {"data", "postgres", *index_volumes}

@@ -331,7 +331,7 @@ print(json.dumps(taken))
 
 def test_two_worker_processes_claim_each_job_exactly_once(tmp_path, database_url):
     """Two processes, each with its own engine and connections, race through one queue with
-    ``claim_next`` (what ``trainer worker`` calls): no job is lost or taken twice."""
+    ``claim_next`` (what ``service worker`` calls): no job is lost or taken twice."""
     engine, factory = open_db(database_url)
     ids = add_jobs(factory, 60)
     go = tmp_path / "go"
