@@ -31,10 +31,11 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_CHANNEL}"
 # The remaining dependencies in a cached layer that only pyproject.toml invalidates:
 # install the project once from empty packages, then again with the real sources.
+# The postgres extra is the driver for postgresql+psycopg:// URLs (docker/compose.scale.yml).
 COPY pyproject.toml README.md ./
 RUN mkdir -p trainer service \
     && touch trainer/__init__.py service/__init__.py \
-    && pip install . \
+    && pip install "./[postgres]" \
     && pip uninstall -y embedding-service
 COPY trainer ./trainer
 COPY service ./service

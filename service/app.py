@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
@@ -44,7 +45,12 @@ from service.config import Settings
 from service.console import docs as offline_docs
 from service.console import router as console_router
 from service.db import Database
-from service.errors import ServiceError, service_error_handler, validation_error_handler
+from service.errors import (
+    ServiceError,
+    database_value_error_handler,
+    service_error_handler,
+    validation_error_handler,
+)
 from service.housekeeping import run_maintenance_loop
 from service.index import IndexParams
 from service.metrics import CollectionStats, Metrics, MetricsMiddleware
@@ -193,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(DataError, database_value_error_handler)
     for module in (health, models, train, jobs, datasets, collections):
         app.include_router(module.router)
     for module in ITEM_ROUTERS:

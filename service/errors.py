@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from service.responses import OrjsonResponse
@@ -91,6 +92,16 @@ async def service_error_handler(request: Request, exc: Exception) -> OrjsonRespo
     if exc.status_code >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.detail)
     return OrjsonResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def database_value_error_handler(request: Request, exc: Exception) -> OrjsonResponse:
+    """A value the database refuses to store or compare (PostgreSQL: text with a NUL character, a
+    string longer than its column) came from the request: a 422, and the transaction rolled back.
+    Only the driver's first line is shown: it names the problem, never the SQL or a server path."""
+    assert isinstance(exc, DataError)
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
+    error = ServiceError(ErrorCode.INVALID_REQUEST, f"a value in the request cannot be stored: {reason}")
+    return await service_error_handler(request, error)
 
 
 def _echoable(value: Any) -> Any:

@@ -69,8 +69,9 @@ ImageBytes = Annotated[
     PlainSerializer(lambda b: base64.b64encode(b).decode()),
     WithJsonSchema({"type": "string", "contentEncoding": "base64", "description": "a PNG or JPEG file"}),
 ]
-ItemId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s/]+$")]
-Label = Annotated[str, Field(min_length=1, max_length=256)]
+# No NUL characters: PostgreSQL text cannot hold them, and an id or label must mean the same everywhere.
+ItemId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s/\x00]+$")]
+Label = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
 ITEM_SHAPES = "an item is {'vector': [numbers]}, {'image': '<base64 PNG/JPEG>'} or a bare list of numbers"
 
 

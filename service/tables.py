@@ -53,9 +53,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None  # PostgreSQL answers in its session's zone: one form for the API, UTC
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -98,9 +98,10 @@ class ItemRow(Base):
     """A stored item: its original input (to re-embed it under a new model), label and metadata.
 
     ``key`` is the FAISS id. AUTOINCREMENT matters: SQLite would otherwise reuse the key of a deleted
-    last row, and a stale snapshot could then pair that key with the old vector. Keys also grow in commit
-    order within a collection (writers serialise on the collection row), which lets replicas find new
-    rows by ``key > watermark``.
+    last row, and a stale snapshot could then pair that key with the old vector; PostgreSQL's sequence
+    never hands a value out twice (BIGINT there: every insert and upsert takes a new key). Keys also grow
+    in commit order within a collection (writers serialise on the collection row), which lets replicas
+    find new rows by ``key > watermark``.
     """
 
     __tablename__ = "items"
@@ -234,15 +235,22 @@ class DatasetRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+# Connections per process: the request thread pool (40 threads) may each hold a session, plus the
+# background threads (snapshots, job housekeeping, replica sync). A PostgreSQL server must allow
+# (replicas + workers) x (POOL_SIZE + MAX_OVERFLOW) of them in the worst case (its default is 100).
+POOL_SIZE, MAX_OVERFLOW = 8, 32
+
+
 def make_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and the chosen synchronous level."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # pre-ping: a connection the server or a proxy closed while idle is replaced, not handed out
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=8,
-        max_overflow=32,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
     )
 
     @event.listens_for(engine, "connect")

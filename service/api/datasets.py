@@ -24,6 +24,7 @@ from trainer.data import DataError, Dataset, load_dataset
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 UPLOAD_SUFFIXES = (".npz", ".csv")
+ORIGINAL_NAME_CHARS = DatasetRow.__table__.c.original_name.type.length  # the column holding it
 UNPACKED_FACTOR = 4  # a compressed .npz may unpack to this many times the upload limit, no more
 
 
@@ -34,6 +35,10 @@ def _store_upload(service: Service, upload: UploadFile, label_column: str) -> di
     if suffix not in UPLOAD_SUFFIXES:
         raise ServiceError(
             ErrorCode.INVALID_REQUEST, f"file: {name or 'the upload'!r} is not a .npz or .csv data set"
+        )
+    if len(name) > ORIGINAL_NAME_CHARS:  # PostgreSQL enforces the size, SQLite would not
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, f"file: a name longer than {ORIGINAL_NAME_CHARS} characters"
         )
     folder = service.settings.paths.datasets
     folder.mkdir(parents=True, exist_ok=True)

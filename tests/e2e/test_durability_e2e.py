@@ -1,18 +1,20 @@
-"""Snapshots and start-up reconciliation: the index always ends up equal to the items table."""
+"""Snapshots and start-up reconciliation: the index always ends up equal to the items table (the tests
+that depend on the database run on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import time
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from service_helpers import make_settings, model_dir, vector_items
+from sqlalchemy import create_engine, delete
 
 from service.app import create_app
+from service.tables import EmbeddingRow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,8 +34,8 @@ def _assert_consistent(c: TestClient, live: dict[str, np.ndarray], gone: list[st
         assert c.get(f"/items/{item_id}").status_code == 404
 
 
-def test_stale_snapshot_is_reconciled_with_the_database(tmp_path):
-    settings = make_settings(tmp_path, model=model_dir())
+def test_stale_snapshot_is_reconciled_with_the_database(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
     index_dir = settings.paths.index / "default"
     a, b, new_a7 = _vectors(40, 0), _vectors(25, 1), _vectors(1, 9)[0]
     with TestClient(create_app(settings)) as c:
@@ -112,16 +114,21 @@ def test_periodic_snapshots_run_in_the_background(tmp_path):
         }
 
 
-def test_rows_left_without_the_active_models_embedding_are_embedded_at_start(tmp_path):
-    settings = make_settings(tmp_path, model=model_dir("toy-b", scale=2.0))
+def test_rows_left_without_the_active_models_embedding_are_embedded_at_start(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir("toy-b", scale=2.0), database_url=database_url)
     with TestClient(create_app(settings)):
         pass  # registers toy-b
     settings = settings.model_copy(update={"model": model_dir()})
     x = _vectors(20, 5)
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(x)})
-    with sqlite3.connect(settings.data_dir / "service.db") as db:  # as if rows were written behind our back
-        db.execute("DELETE FROM embeddings WHERE key <= 5 AND model_id = 'toy-vec'")
+    engine = create_engine(database_url)
+    with engine.begin() as db:  # as if rows were written behind our back
+        gone = db.execute(
+            delete(EmbeddingRow).where(EmbeddingRow.key <= 5, EmbeddingRow.model_id == "toy-vec")
+        )
+        assert gone.rowcount == 5
+    engine.dispose()
     with TestClient(create_app(settings)) as c:
         _assert_consistent(c, {f"i{i}": x[i] for i in range(20)}, [])
         assert {c.get(f"/items/i{i}").json()["model"] for i in range(20)} == {"toy-vec"}

@@ -1,4 +1,5 @@
-"""Two API replicas on one database, each with its own FAISS index, following each other's writes."""
+"""Two API replicas on one database (SQLite or PostgreSQL), each with its own FAISS index, following
+each other's writes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from pg_server import PASSWORD
 from service_helpers import ServerProcess, blobs, model_dir, vector_items
+from sqlalchemy import create_engine, text
 
 pytestmark = pytest.mark.timeout(240)
 SYNC = {"EMBED_SYNC_INTERVAL": "0.2"}
@@ -33,15 +36,16 @@ def nearest_id(client: httpx.Client, vector: np.ndarray) -> str | None:
     return neighbors[0]["id"] if neighbors else None  # none: the nearest row was deleted elsewhere
 
 
-def test_replicas_follow_each_others_writes_deletes_and_activations(tmp_path):
+def test_replicas_follow_each_others_writes_deletes_and_activations(tmp_path, database_url):
     data = tmp_path / "data"
     (data / "models").mkdir(parents=True)
     shutil.copytree(model_dir("toy-b", scale=2.0), data / "models" / "toy-b")  # registered at start
-    a = ServerProcess(data, "--model", str(model_dir()), env=SYNC)
+    env = SYNC | {"EMBED_DATABASE_URL": database_url}
+    a = ServerProcess(data, "--model", str(model_dir()), env=env)
     b = None
     try:
         a.wait_ready()
-        b = ServerProcess(data, env=SYNC)
+        b = ServerProcess(data, env=env)
         b.wait_ready()
         ca, cb = httpx.Client(base_url=a.url, timeout=30), httpx.Client(base_url=b.url, timeout=30)
         x, y = blobs(10, seed=7)
@@ -81,7 +85,16 @@ def test_replicas_follow_each_others_writes_deletes_and_activations(tmp_path):
         assert preds["model"] == "toy-b" and [p["label"] for p in preds["predictions"]] == ["c0", "c1", "c2"]
         assert cb.get("/info").json()["index"]["size"] == 30
         assert ca.get("/info").json()["index"]["size"] == 30
+        engine = create_engine(database_url)  # the shared table is the one the URL names
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM embeddings WHERE model_id = 'toy-b'"
+            assert conn.execute(text(query)).scalar() == 30
+            query = "SELECT model_id FROM collections WHERE name = 'default'"
+            assert conn.execute(text(query)).scalar() == "toy-b"
+        engine.dispose()
+        assert not (data / "service.db").exists(), "no replica fell back to the data dir's SQLite file"
     finally:
         a.stop()
         if b is not None:
             b.stop()
+    assert PASSWORD not in a.log.read_text() + b.log.read_text(), "no log shows the database password"

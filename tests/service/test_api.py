@@ -6,15 +6,18 @@ import gc
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from service_helpers import blobs, make_settings, model_dir, png_b64, vector_items
+from sqlalchemy import create_engine, select
 
 from service.app import create_app
 from service.config import Settings
 from service.index import pair_distance
+from service.tables import ItemRow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,6 +26,15 @@ pytestmark = pytest.mark.timeout(60)
 def client(tmp_path) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(tmp_path, model=model_dir()))) as c:
         yield c
+
+
+@pytest.fixture
+def db_client(tmp_path, database_url) -> Iterator[TestClient]:
+    """For the tests whose outcome depends on the database: run on SQLite and on PostgreSQL."""
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
+    with TestClient(create_app(settings)) as c:
+        yield c
+    assert not (settings.data_dir / "service.db").exists(), "the app used the URL it was given"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -58,7 +70,8 @@ def test_embed_returns_normalised_embeddings(client):
     np.testing.assert_allclose(body["embeddings"], _unit(x), atol=1e-6)
 
 
-def test_items_crud_upsert_and_listing(client):
+def test_items_crud_upsert_and_listing(db_client):
+    client = db_client
     x, y = blobs(5)
     r = client.post("/items", json={"items": vector_items(x, y) + [x[0].tolist()]})
     assert r.status_code == 201
@@ -138,10 +151,10 @@ def test_classify_blobs_unknowns_and_weighting(client):
     assert p["unknown"] is False and p["label"] is not None
 
 
-def test_classify_labels_follow_upserts_deletes_and_restarts(tmp_path):
+def test_classify_labels_follow_upserts_deletes_and_restarts(tmp_path, database_url):
     """/classify reads labels from the in-memory row cache: it must never answer a replaced label."""
     x, y = blobs(4, seed=5)
-    settings = make_settings(tmp_path, model=model_dir())
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
     with TestClient(create_app(settings)) as c:
         c.post("/items", json={"items": vector_items(x, y)})
         q = {"items": [x[0].tolist()], "k": 1}
@@ -210,8 +223,8 @@ def test_metrics_are_per_app_and_count_routes(tmp_path, client):
         assert 'route="/embed"' not in other.get("/metrics").text  # its own registry
 
 
-def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path):
-    settings = make_settings(tmp_path, model=model_dir("toy-b", scale=2.0))
+def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir("toy-b", scale=2.0), database_url=database_url)
     with TestClient(create_app(settings)):
         pass  # registers and activates toy-b
     with TestClient(create_app(settings.model_copy(update={"model": model_dir("toy-small", dim=4)}))):
@@ -260,6 +273,80 @@ def test_a_stopped_app_can_be_garbage_collected(tmp_path):
         c.post("/items", json={"items": vector_items(*blobs(2))})
         state = weakref.ref(app.state.service)
     del app, c
+    # The thread that ran the shutdown still holds its arguments for a moment after handing back the
+    # result (anyio deletes them after call_soon_threadsafe): poll, do not collect just once.
+    deadline = time.monotonic() + 10
     gc.collect()
+    while state() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        gc.collect()
     assert state() is None, "the app's state outlived it"
     assert gc.get_freeze_count() == 0
+
+
+def test_keys_are_never_reused_and_stored_values_come_back_as_written(tmp_path, database_url):
+    """What the index and the replicas rely on, on either database: a deleted key is never handed out
+    again (not even the last one, not after a restart); metadata JSON, input bytes and times round-trip."""
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
+    meta = {"text": "é \u0000 ok", "nested": {"n": [1, 2.5, None, True]}, "big": 2**53}
+    x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    engine = create_engine(database_url)
+
+    def keys() -> dict[str, int]:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(ItemRow.id, ItemRow.key)).all())
+
+    with TestClient(create_app(settings)) as c:
+        items = [{"id": "a", "vector": x[0].tolist(), "metadata": meta}, {"id": "b", "vector": x[1].tolist()}]
+        c.post("/items", json={"items": items})
+        first = keys()
+        assert c.delete("/items/b").status_code == 204  # the highest key
+        c.post("/items", json={"items": [{"id": "c", "vector": x[2].tolist()}]})
+        assert keys()["c"] > first["b"]
+        got = c.get("/items/a", params={"include_input": True}).json()
+        assert got["metadata"] == meta and got["input"]["vector"] == x[0].tolist()
+        assert datetime.fromisoformat(got["created_at"]).utcoffset() == timedelta(0), got["created_at"]
+        hit = c.post("/search", json={"item": x[0].tolist(), "k": 1}).json()["neighbors"][0]
+        assert hit["id"] == "a" and hit["metadata"] == meta
+    with TestClient(create_app(settings)) as c:  # a restart: the counter is stored, not recomputed
+        assert c.delete("/items/c").status_code == 204
+        c.post("/items", json={"items": [{"id": "d", "vector": x[2].tolist()}]})
+        assert keys()["d"] > keys()["a"] and keys()["d"] not in (first["b"], first["a"] + 2)
+    engine.dispose()
+
+
+def test_values_a_database_cannot_hold_are_refused_and_change_nothing(db_client, database_url):
+    """PostgreSQL refuses text with NUL characters and strings longer than their column, where SQLite
+    takes them: what would be stored is refused on both (422), a lookup is answered (404, or an empty
+    page) or refused (422), and nothing is ever a 500 or half-written."""
+    c = db_client
+    c.post("/items", json={"items": [{"id": "keep", "vector": [1.0] * 8, "label": "x"}]})
+    stored = [
+        c.post("/items", json={"items": [{"id": "a\u0000b", "vector": [1.0] * 8}]}),
+        c.post("/items", json={"items": [{"id": "n", "vector": [1.0] * 8, "label": "a\u0000b"}]}),
+        c.post("/search", json={"item": [1.0] * 8, "label": "x\u0000"}),
+        c.post("/train", json={"dataset": "digits\u0000"}),
+        c.post("/datasets", files={"file": ("n" * 300 + ".npz", b"PK")}),
+    ]
+    for r in stored:
+        assert r.status_code in (400, 422), (r.request.url, r.status_code, r.text)
+    looked_up = {
+        c.get("/items/keep%00"): 404,
+        c.delete("/items/keep%00"): 404,
+        c.get("/items", params={"label": "x\x00"}): 200,
+        c.get("/jobs/job%00"): 404,
+        c.post("/jobs/job%00/cancel"): 404,
+        c.get("/models/toy-vec%00"): 404,
+        c.post("/models/toy-vec%00/activate"): 404,
+        c.get("/datasets/ds%00"): 404,
+    }
+    for r, sqlite_status in looked_up.items():
+        if database_url.startswith("postgresql"):
+            assert r.status_code == 422 and "cannot contain NUL" in r.json()["detail"], r.text
+            assert "SELECT" not in r.text and "/tmp" not in r.text, "no SQL, no server path"
+        else:
+            assert r.status_code == sqlite_status, (r.request.url, r.status_code, r.text)
+    assert [i["id"] for i in c.get("/items").json()["items"]] == ["keep"]
+    assert c.get("/info").json()["index"]["size"] == 1
+    assert c.get("/jobs").json()["total"] == 0 and c.get("/datasets").json() == []
+    assert c.get("/items/keep").json()["label"] == "x", "the service still answers from the database"

@@ -1,4 +1,4 @@
-"""The job queue on a real SQLite file, and the training routes through TestClient.
+"""The job queue on a real database (SQLite and PostgreSQL), and the training routes through TestClient.
 
 End-to-end runs with a real worker process are in ``test_jobs_e2e.py``.
 """
@@ -6,15 +6,21 @@ End-to-end runs with a real worker process are in ``test_jobs_e2e.py``.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pg_server import PASSWORD
 from pydantic import ValidationError
 from service_helpers import REPO, make_settings, model_dir
 from sqlalchemy import select, update
@@ -30,8 +36,8 @@ from trainer.data import load_dataset
 
 
 @pytest.fixture()
-def sessions(tmp_path):
-    engine, factory = open_db(f"sqlite:///{tmp_path / 'q.db'}")
+def sessions(database_url):
+    engine, factory = open_db(database_url)
     yield factory
     engine.dispose()
 
@@ -160,13 +166,19 @@ def test_finish_refuses_a_job_taken_away_and_marks_activation(sessions):
 
 
 # -- the routes ------------------------------------------------------------------------------------
-@pytest.fixture()
-def client(tmp_path):
-    settings = make_settings(tmp_path, model_dir("toy-vec", dim=8), max_upload_bytes=64 * 1024)
+@contextmanager
+def service_client(tmp_path, **overrides) -> Iterator[TestClient]:
+    settings = make_settings(tmp_path, model_dir("toy-vec", dim=8), max_upload_bytes=64 * 1024, **overrides)
     (settings.data_dir / "datasets").mkdir(parents=True)
     np.savez(settings.data_dir / "datasets" / "pets.npz", x=np.random.rand(20, 8), y=np.repeat([0, 1], 10))
     (settings.data_dir / "secret.npz").write_bytes(b"not for training")
     with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture()
+def client(tmp_path):
+    with service_client(tmp_path) as c:
         yield c
 
 
@@ -214,18 +226,19 @@ def test_bad_train_requests_are_refused_and_queue_nothing(client, body, status, 
     assert job_count(client) == 0
 
 
-def test_concurrent_requests_for_one_name_queue_one_job(client):
+def test_concurrent_requests_for_one_name_queue_one_job(tmp_path, database_url):
+    """The partial unique index (one pending job per name) decides the race, on either database."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(8) as pool:
+    with service_client(tmp_path, database_url=database_url) as client, ThreadPoolExecutor(8) as pool:
         codes = list(
             pool.map(
                 lambda _: client.post("/train", json={"dataset": "digits", "name": "race"}).status_code,
                 range(12),
             )
         )
-    assert sorted(codes) == [202] + [409] * 11
-    assert job_count(client) == 1
+        assert sorted(codes) == [202] + [409] * 11
+        assert job_count(client) == 1
 
 
 def test_huge_pagination_offsets_are_refused(client):
@@ -299,11 +312,62 @@ def test_dataset_upload_validates_and_is_trainable(client):
     np.testing.assert_array_equal(data.x, [[1, 2], [2, 3], [5, 5], [6, 5]])
 
 
-def test_a_failed_job_names_files_relative_to_the_data_dir(tmp_path):
+CLAIMER = """
+import json, sys, time
+from pathlib import Path
+from service import jobs
+from service.tables import open_db
+url, worker, go = sys.argv[1:]
+engine, sessions = open_db(url)
+Path(f"{go}.{worker}").touch()  # connected
+while not Path(go).exists():  # until both are: then they start together
+    time.sleep(0.005)
+taken = []
+while (job := jobs.claim_next(sessions, worker)) is not None:
+    taken.append(job.id)
+print(json.dumps(taken))
+"""
+
+
+def test_two_worker_processes_claim_each_job_exactly_once(tmp_path, database_url):
+    """Two processes, each with its own engine and connections, race through one queue with
+    ``claim_next`` (what ``service worker`` calls): no job is lost or taken twice."""
+    engine, factory = open_db(database_url)
+    ids = add_jobs(factory, 60)
+    go = tmp_path / "go"
+    claimers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, database_url, f"p{i}", str(go)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}.p{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(c.poll() is None for c in claimers), "no start"
+        time.sleep(0.01)
+    go.touch()
+    results = [c.communicate(timeout=60) for c in claimers]
+    assert [c.returncode for c in claimers] == [0, 0], [err for _, err in results]
+    taken = [json.loads(out) for out, _ in results]
+    assert sorted(taken[0] + taken[1]) == sorted(ids), "every job claimed exactly once"
+    with factory() as session:
+        owners = dict(session.execute(select(JobRow.id, JobRow.worker_id)).all())
+        attempts = set(session.scalars(select(JobRow.attempts)))
+    engine.dispose()
+    assert attempts == {1}
+    for i, got in enumerate(taken):
+        assert all(owners[job_id] == f"p{i}" for job_id in got)
+
+
+def test_a_failed_job_names_files_relative_to_the_data_dir(tmp_path, database_url):
     data_dir = tmp_path / "data"
     (data_dir / "datasets").mkdir(parents=True)
     (data_dir / "datasets" / "broken.npz").write_bytes(b"not a zip")
-    engine, factory = open_db(f"sqlite:///{data_dir / 'service.db'}")
+    engine, factory = open_db(database_url)
     with factory() as session:
         job_id = jobs.enqueue(
             session,
@@ -314,7 +378,9 @@ def test_a_failed_job_names_files_relative_to_the_data_dir(tmp_path):
             activate=False,
         ).id
     cmd = [sys.executable, "-m", "service", "worker", "--data-dir", str(data_dir), "--once"]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
+    cmd += ["--database-url", database_url]
+    out = subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True, timeout=120)
+    assert "polling" in out.stderr and PASSWORD not in out.stderr, "the URL is logged without its password"
     with factory() as session:
         job = session.scalars(select(JobRow).where(JobRow.id == job_id)).one()
         assert job.status == "failed" and "datasets/broken.npz" in job.error, job.error

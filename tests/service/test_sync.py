@@ -1,4 +1,5 @@
-"""Following other replicas (``Catalogue.follow``) against writes made behind this replica's back."""
+"""Following other replicas (``Catalogue.follow``) against writes made behind this replica's back, straight
+in the shared tables (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def _write_elsewhere(state, rows: list[NewRow], embeddings: np.ndarray, remove_i
         session.commit()
 
 
-def test_follow_adds_and_removes_what_other_replicas_wrote(tmp_path):
-    with TestClient(create_app(make_settings(tmp_path, model=model_dir()))) as c:
+def test_follow_adds_and_removes_what_other_replicas_wrote(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
+    with TestClient(create_app(settings)) as c:
         state = c.app.state.service
         catalogue = state.collections.default
         x, y = blobs(3)
@@ -51,8 +53,9 @@ def test_follow_adds_and_removes_what_other_replicas_wrote(tmp_path):
         assert catalogue.follow() == FollowResult(), "a second pass finds nothing left to do"
 
 
-def test_a_replica_behind_the_pruned_removals_log_compares_everything_once(tmp_path):
-    with TestClient(create_app(make_settings(tmp_path, model=model_dir()))) as c:
+def test_a_replica_behind_the_pruned_removals_log_compares_everything_once(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
+    with TestClient(create_app(settings)) as c:
         state = c.app.state.service
         catalogue = state.collections.default
         c.post("/items", json={"items": vector_items(*blobs(3))})
@@ -66,8 +69,8 @@ def test_a_replica_behind_the_pruned_removals_log_compares_everything_once(tmp_p
         assert catalogue.size == 7 and catalogue.follow() == FollowResult()
 
 
-def test_follow_loads_a_model_another_replica_activated(tmp_path):
-    settings = make_settings(tmp_path, model=model_dir())
+def test_follow_loads_a_model_another_replica_activated(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
     shutil.copytree(model_dir("toy-b", scale=2.0), settings.paths.models / "toy-b")  # registered, not active
     with TestClient(create_app(settings)) as c:
         state = c.app.state.service

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
 import faiss
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from service.index import IndexParams, VectorIndex, pair_distance, write_snapsho
 from service.rowcache import RowCache
 from service.rwlock import RWLock
 from service.schemas import CreateItemsRequest, EmbedRequest, SearchRequest
-from service.tables import open_db
+from service.tables import Base, make_engine, open_db
 from trainer.card import CARD_FILE, CardError
 from trainer.knn import vote
 
@@ -345,10 +346,13 @@ def test_row_cache_bounds_evicts_oldest_and_discards():
     assert len(off) == 0 and off.get_many([1]) == ({}, [1])
 
 
-def test_processes_starting_together_on_a_fresh_database_all_open_it(tmp_path):
-    """docker-compose starts the api and the trainer at once on an empty volume: both create tables."""
+def test_processes_starting_together_on_a_fresh_database_all_open_it(tmp_path, database_url):
+    """docker-compose starts the api and the trainer at once on an empty volume (or an empty PostgreSQL
+    database): all of them create tables."""
     for trial in range(10):
-        url = f"sqlite:///{tmp_path / f'fresh-{trial}.db'}"
+        url = database_url
+        if url.startswith("sqlite"):
+            url = f"sqlite:///{tmp_path / f'fresh-{trial}.db'}"  # a brand-new file every trial
         start, errors = threading.Barrier(6), []
 
         def open_it(url: str = url, start: threading.Barrier = start, errors: list = errors) -> None:
@@ -367,6 +371,24 @@ def test_processes_starting_together_on_a_fresh_database_all_open_it(tmp_path):
         engine, sessions = open_db(url)
         with sessions() as session:
             assert session.execute(text("select count(*) from items")).scalar() == 0
+        Base.metadata.drop_all(engine)  # a fresh database again for the next trial
+        engine.dispose()
+
+
+def test_one_process_can_hold_a_connection_per_request_thread(database_url):
+    """Starlette runs sync handlers on 40 threads, each may hold a session: the pool must not make the
+    41st request wait (and fail after the pool timeout). PostgreSQL's default pool holds 15."""
+
+    async def request_threads() -> int:
+        return int(anyio.to_thread.current_default_thread_limiter().total_tokens)
+
+    engine = make_engine(database_url)
+    held = [engine.connect() for _ in range(anyio.run(request_threads))]
+    try:
+        assert len(held) == 40 and all(c.execute(text("select 1")).scalar() == 1 for c in held)
+    finally:
+        for c in held:
+            c.close()
         engine.dispose()
 
 
