@@ -23,7 +23,12 @@ import service
 from service.api import classify, datasets, embed, health, items, jobs, models, search, train, verify
 from service.batcher import MicroBatcher
 from service.config import Settings
-from service.errors import ServiceError, service_error_handler, validation_error_handler
+from service.errors import (
+    ServiceError,
+    service_error_handler,
+    unhandled_error_handler,
+    validation_error_handler,
+)
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from service.persistence import snapshot
@@ -180,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)  # counted by MetricsMiddleware
     for module in (health, embed, items, search, verify, classify, models, train, jobs, datasets):
         app.include_router(module.router)
     return app

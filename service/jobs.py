@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+CANCELLING = "cancelling"  # shown, never stored: a running job that was asked to stop
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ITEMS_SPEC = "items"  # dataset_spec of a job that trains on the service's labelled items
 LOG_TAIL_CHARS = 8000
@@ -262,11 +264,29 @@ def release_worker(
     return released
 
 
-def job_view(job: JobRow) -> dict[str, Any]:
-    """The JSON shape of a job for the API."""
+def shown_status(job: JobRow) -> str:
+    """The status an answer shows: ``cancelling`` for a running job asked to stop, else the stored one."""
+    return CANCELLING if job.status == RUNNING and job.cancel_requested else job.status
+
+
+def shown_error(job: JobRow) -> str | None:
+    """The job's error; for a job that trained its model but could not activate it, that failure."""
+    activation = job.activation or ""
+    if job.status == SUCCEEDED and activation.startswith("failed"):
+        reason = activation.removeprefix("failed").lstrip(": ") or "no reason given"
+        return (
+            f"the model {job.model_id} was trained and registered, but activating it failed: {reason} "
+            f"(POST /models/{job.model_id}/activate retries)"
+        )
+    return job.error
+
+
+def job_view(job: JobRow, hide: Callable[[str], str] = str) -> dict[str, Any]:
+    """The JSON shape of a job for the API; ``hide`` cleans free text (error, log) of server paths."""
+    error = shown_error(job)
     return {
         "id": job.id,
-        "status": job.status,
+        "status": shown_status(job),
         "model_id": job.model_id,
         "dataset": job.dataset_spec,
         "config": job.config,
@@ -275,8 +295,8 @@ def job_view(job: JobRow) -> dict[str, Any]:
         "progress": job.progress or {},
         "metrics": job.metrics or [],
         "result": job.result,
-        "error": job.error,
-        "log": job.log or "",
+        "error": None if error is None else hide(error),
+        "log": hide(job.log or ""),
         "attempts": job.attempts,
         "worker_id": job.worker_id,
         "cancel_requested": job.cancel_requested,

@@ -15,7 +15,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    """Requests and latency per route, batch sizes, queue time, index size and the active model."""
+    """Requests and latency per route, batch sizes, queue time, index size, the active model, and
+    unhandled exceptions (a bug each: every bad request must get its own 4xx)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -42,6 +43,11 @@ class Metrics:
         self.queue_items = Gauge("embed_queue_items", "Items waiting for the encoder.", registry=r)
         self.index_size = Gauge("embed_index_size", "Vectors in the active index.", registry=r)
         self.active_model = Gauge("embed_active_model", "1 for the active model.", ["model_id"], registry=r)
+        self.unhandled_exceptions = Counter(
+            "embed_unhandled_exceptions",
+            "Exceptions no handler answered (each became a bare 500; the log names the route).",
+            registry=r,
+        )
 
     def observe_batch(self, size: int, waits: list[float]) -> None:
         self.batch_size.observe(size)
@@ -82,6 +88,9 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:  # every handled error is a response by now: whatever arrives here is a bug
+            self.metrics.unhandled_exceptions.inc()
+            raise  # on to the catch-all handler (a bare 500) and the server's log
         finally:
             key = (scope["method"], getattr(scope.get("route"), "path", "other"), status)
             children = self._children.get(key)

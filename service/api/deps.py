@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from email.message import Message
 from typing import Annotated, Any
 
 import numpy as np
@@ -11,21 +12,48 @@ from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
-from service.errors import ErrorCode, ServiceError
+from service.errors import ErrorCode, ServiceError, clip
 from service.repository import get_item, stored_embeddings
-from service.schemas import IdRef, QueryItem, raw_input
+from service.schemas import BODY_MAY_HOLD_BOOLEANS, IdRef, QueryItem, may_hold_booleans, raw_input
 from service.state import Runtime, ServiceState
 from service.store import ItemRow
 
 
 class OrjsonRequest(Request):
-    """Parses JSON bodies with orjson: several times faster than the stdlib on float arrays, rejects NaN."""
+    """Parses JSON bodies with orjson: several times faster than the stdlib on float arrays, rejects NaN
+    and anything but UTF-8. Duplicate keys: the last one wins (as in orjson, the stdlib and browsers)."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())  # orjson.JSONDecodeError is a json.JSONDecodeError
+            body = await self.body()
+            self._json = orjson.loads(body)  # orjson.JSONDecodeError is a json.JSONDecodeError
+            BODY_MAY_HOLD_BOOLEANS.set(may_hold_booleans(body))  # read by the vector validator
         return self._json
+
+
+def check_json_body(headers: Headers) -> None:
+    """415 unless a request with a body declares it UTF-8 JSON (``application/json`` or ``*/*+json``);
+    FastAPI would otherwise validate the raw bytes and answer "Input should be a valid dictionary"."""
+    declared = headers.get("content-type", "")
+    if declared == "application/json" or (
+        headers.get("content-length") == "0"
+        or ("content-length" not in headers and "transfer-encoding" not in headers)
+    ):
+        return  # the usual case; or no body at all, and FastAPI names the missing fields
+    parsed = Message()
+    parsed["content-type"] = declared
+    media, charset = parsed.get_content_type(), str(parsed.get_param("charset") or "utf-8")
+    is_json = media == "application/json" or media.startswith("application/") and media.endswith("+json")
+    if not (declared and is_json):
+        got = clip(declared, 100) or "no Content-Type"
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be JSON, sent with 'Content-Type: application/json' (got {got!r})",
+        )
+    if charset.lower() not in ("utf-8", "utf8"):
+        raise ServiceError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"JSON must be UTF-8, not {clip(charset, 40)!r}")
 
 
 def release_body(request: Request) -> None:
@@ -45,8 +73,11 @@ class OrjsonRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_json = self.body_field is not None  # these routers have no form routes
 
         async def orjson_handler(request: Request) -> Response:
+            if takes_json:
+                check_json_body(request.headers)
             return await handler(OrjsonRequest(request.scope, request.receive))
 
         return orjson_handler

@@ -20,11 +20,17 @@ from service.store import ModelRow
 router = APIRouter(prefix="/models", tags=["models"])
 
 
+def _relative_path(state: ServiceState, row: ModelRow) -> str:
+    """Where the model lives, relative to the data directory: answers never show server paths."""
+    path, data_dir = Path(row.path), state.settings.data_dir.resolve()
+    return str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else f"models/{row.id}"
+
+
 def model_out(state: ServiceState, row: ModelRow) -> dict[str, Any]:
     activation = state.activation if state.activation and state.activation["model_id"] == row.id else None
     return {
         "id": row.id,
-        "path": row.path,
+        "path": _relative_path(state, row),
         "active": row.active,
         "created_at": row.created_at,
         "activated_at": row.activated_at,

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from service import jobs
-from service.api.deps import SessionDep, StateDep
+from service.api.deps import OrjsonRoute, SessionDep, StateDep
 from service.errors import ErrorCode, ServiceError
 from service.schemas import JobCreated, TrainRequest
 from service.state import ServiceState
@@ -18,7 +18,7 @@ from trainer.config import ItemsSource, check_encoder_fits, new_model_id
 from trainer.data import BUILTIN_DATASETS, DataError, resolve_dataset_path
 from trainer.losses import build_loss
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], route_class=OrjsonRoute)  # its JSON checks, not its speed
 PAIR_FREE_LOSSES = ("ce", "ntxent")  # losses that do not need two samples of every class
 
 
@@ -66,8 +66,12 @@ def _under_datasets(state: ServiceState, name: str) -> str:
     try:
         path = resolve_dataset_path(name, state.settings.datasets_dir)
         exists = path.exists()
-    except (DataError, OSError) as exc:  # OSError: a name too long for the file system
+    except DataError as exc:
         raise ServiceError(ErrorCode.BAD_REQUEST, f"dataset: {exc}") from exc
+    except OSError as exc:  # a name too long for the file system, a symlink loop: no path in the answer
+        raise ServiceError(
+            ErrorCode.BAD_REQUEST, f"dataset: {name[:100]!r} cannot be used ({exc.strerror})"
+        ) from exc
     if not exists:
         raise _invalid(
             f"{name!r} is not a built-in data set ({', '.join(BUILTIN_DATASETS)}), an uploaded data set id "
