@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from array import array
 from contextvars import ContextVar
 from datetime import datetime
@@ -23,6 +24,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -182,6 +184,17 @@ ItemId = Annotated[
 ]
 Label = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 Metadata = Annotated[dict[str, Any], AfterValidator(_check_metadata)]
+
+
+def _decimal_digits(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,30}", value):
+        raise ValueError("must be an integer in decimal digits")
+    return value
+
+
+# For query-string integers: "10", not "10.0", "+10", " 10" or "1_0" (which a lax int would take).
+# Put it after Query(...) in Annotated: placed first, FastAPI writes "ge" instead of "minimum" in OpenAPI.
+DECIMAL_DIGITS = BeforeValidator(_decimal_digits)
 StrictInt = Annotated[int, Field(strict=True)]
 Threshold = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 ITEM_SHAPES = "an item is {'vector': [numbers]}, {'image': '<base64 PNG/JPEG>'} or a bare list of numbers"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from email.message import Message
 from typing import Annotated, Any
@@ -28,9 +29,22 @@ class OrjsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            self._json = orjson.loads(body)  # orjson.JSONDecodeError is a json.JSONDecodeError
+            try:
+                self._json = orjson.loads(body)  # orjson.JSONDecodeError is a json.JSONDecodeError
+            except orjson.JSONDecodeError as exc:
+                if b"\x00" in body[:4] or not _is_utf8(body):  # UTF-16/32 and latin-1 fail far off
+                    raise json.JSONDecodeError(f"JSON must be UTF-8: {exc.msg}", exc.doc, exc.pos) from None
+                raise
             BODY_MAY_HOLD_BOOLEANS.set(may_hold_booleans(body))  # read by the vector validator
         return self._json
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_json_body(headers: Headers) -> None:

@@ -14,7 +14,14 @@ from service.api.deps import ItemDep, OrjsonRoute, SessionDep, StateDep, check_c
 from service.errors import ErrorCode, ServiceError
 from service.repository import NewRow, insert_items, item_out, list_items
 from service.responses import OrjsonResponse
-from service.schemas import CreateItemsRequest, CreateItemsResponse, ItemList, ItemOut, NewItem
+from service.schemas import (
+    DECIMAL_DIGITS,
+    CreateItemsRequest,
+    CreateItemsResponse,
+    ItemList,
+    ItemOut,
+    NewItem,
+)
 from service.state import retry_on_model_change
 
 router = APIRouter(prefix="/items", tags=["items"], route_class=OrjsonRoute)
@@ -51,8 +58,8 @@ async def create_items(
 def read_items(
     session: SessionDep,
     label: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**53)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), DECIMAL_DIGITS] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**53), DECIMAL_DIGITS] = 0,
 ) -> dict[str, object]:
     """List items (optionally with one label), oldest first, with the total count."""
     rows, total = list_items(session, label, limit, offset)

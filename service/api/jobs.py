@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from service import jobs
 from service.api.deps import SessionDep, StateDep
 from service.errors import ErrorCode, ServiceError, hide_paths
-from service.schemas import JobList, JobOut, JobStatus
+from service.schemas import DECIMAL_DIGITS, JobList, JobOut, JobStatus
 from service.state import ServiceState
 from service.store import JobRow
 
@@ -47,8 +47,8 @@ def read_jobs(
     session: SessionDep,
     state: StateDep,
     status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), DECIMAL_DIGITS] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62), DECIMAL_DIGITS] = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, optionally of one status."""
     where = _where_status(status)

@@ -80,6 +80,16 @@ def _under_datasets(state: ServiceState, name: str) -> str:
     return str(path.relative_to(state.settings.data_dir.resolve()))
 
 
+def _check_test_dataset(body: TrainRequest) -> None:
+    """The worker loads ``test_dataset`` as given, from its working directory: only a built-in name is
+    safe (a path could name any file on the server, "/" a folder of everything)."""
+    if body.test_dataset is not None and body.test_dataset not in BUILTIN_DATASETS:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"test_dataset: over the API, only a built-in data set ({', '.join(BUILTIN_DATASETS)})",
+        )
+
+
 def resolve_dataset(state: ServiceState, session: Any, body: TrainRequest) -> str:
     """The job's data set spec as the worker will load it (relative to the data dir)."""
     dataset = body.dataset
@@ -132,6 +142,7 @@ def create_train_job(
 ) -> dict[str, Any]:
     """Queue a training job (the trainer config as JSON, plus ``activate``); 202 with its Location."""
     _check_loss(body)
+    _check_test_dataset(body)
     spec = resolve_dataset(state, session, body)
     model_id = body.name or new_model_id(body)
     _check_model_id(state, session, model_id)
