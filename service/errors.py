@@ -135,17 +135,18 @@ def _echoable(value: Any, depth: int = 0) -> Any:
 
     Strings and bytes are clipped (bytes decoded with replacement characters, so undecodable input never
     breaks the answer), containers keep their first elements down to a few levels, NaN/Infinity become
-    null and integers beyond 64 bits a string. Recursing at most ``ECHO_DEPTH`` levels keeps a
+    null and integers beyond 64 bits a description. Recursing at most ``ECHO_DEPTH`` levels keeps a
     1,000-level input from exhausting the stack (``jsonable_encoder`` alone would not).
     """
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else clip(str(value), ECHO_CHARS)
+    if isinstance(value, int):  # str() of a 5,000-digit integer raises: describe it instead
+        return value if -(2**63) <= value < 2**64 else f"<an integer of {value.bit_length()} bits>"
     if isinstance(value, bytes | bytearray | memoryview):
-        return clip(bytes(value[: ECHO_CHARS * 4]).decode("utf-8", "replace"), ECHO_CHARS)
+        text = bytes(value[:ECHO_CHARS]).decode("utf-8", "replace")
+        return text if len(value) <= ECHO_CHARS else f"{text}... ({len(value)} bytes)"
     if isinstance(value, str):
         return clip(value, ECHO_CHARS)
     if isinstance(value, dict | list | tuple):
