@@ -209,6 +209,11 @@ def test_a_lying_content_length_still_gets_a_4xx(hostile):
     body = json.dumps({"items": [GOOD]}).encode()
     headers = {"content-type": "text/plain", "content-length": "0"}
     hostile.refused("POST", "/items", 422, "valid dictionary", content=body, headers=headers)
+    headers = {"content-type": "application/octet-stream", "content-length": "0"}
+    undecodable = b"\xff\xfe\x00\x80" * 100  # the bytes that made the old 422 handler crash
+    r = hostile.refused("POST", "/embed", 422, "valid dictionary", content=undecodable, headers=headers)
+    assert r.json()["detail"][0]["input"].startswith("\ufffd\ufffd\x00\ufffd")  # raw bytes, echoed safely
+    assert r.json()["detail"][0]["input"].endswith("... (400 bytes)")
 
 
 # -- 2. bounded echoes -----------------------------------------------------------------------------------
