@@ -156,8 +156,8 @@ def _check_npz(path: Path, limit: int) -> None:
                     inflated = _count(
                         stream, limit, "its arrays", f"{UNPACKED_FACTOR} x --max-upload-bytes", inflated
                     )
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
-        raise _broken("the .npz", exc) from exc
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        raise _broken("the .npz", exc) from exc  # RuntimeError: an encrypted member
 
 
 def _zip_members(path: Path) -> int | None:

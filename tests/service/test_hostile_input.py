@@ -643,6 +643,14 @@ def _shrink_declared_size(archive: bytes, name: bytes, size: int) -> bytes:
     return bytes(data)
 
 
+def _set_flag(archive: bytes, bit: int) -> bytes:
+    """Set a general-purpose flag bit of the first member (bit 0: "encrypted") in both its headers."""
+    data = bytearray(archive)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        data[data.find(signature) + offset] |= 1 << bit
+    return bytes(data)
+
+
 def test_upload_bombs_and_broken_archives_are_refused(hostile):
     x, y = np.zeros((64, 8), np.float32), np.arange(64) % 2
     ok = _npz(x=x, y=y)
@@ -659,6 +667,7 @@ def test_upload_bombs_and_broken_archives_are_refused(hostile):
         (("lying.npz", lying_header), 422, "promises"),
         (("many.npz", many), 422, "17 arrays"),
         (("shrunk.npz", shrunk), 422, "corrupt"),
+        (("locked.npz", _set_flag(ok, 0)), 422, "encrypted"),
         (("x.npz", b"PK\x05\x06" + b"\0" * 18), 422, ""),
         (("x.npz", b"not a zip at all"), 422, ""),
         (("trunc.csv", csv_gz[: len(csv_gz) // 2]), 422, "corrupt"),
@@ -678,6 +687,41 @@ def test_upload_bombs_and_broken_archives_are_refused(hostile):
     assert hostile.c.post("/datasets", files={"file": ("ok.npz", ok)}).status_code == 201
     good_gz = hostile.c.post("/datasets", files={"file": ("ok.csv", csv_gz)})
     assert good_gz.status_code == 201 and good_gz.json()["n"] == 4
+
+
+VALID_UPLOADS = {
+    "ok.npz": _npz(x=np.eye(8, dtype=np.float32)[np.arange(16) % 8], y=np.arange(16) % 2),
+    "ok.csv": gzip.compress(b"a,b,label\n1,2,x\n3,4,y\n1,2,x\n3,4,y\n"),
+}
+# Byte positions near either end (negative: from the end), where headers, the central directory and the
+# gzip trailer live; and anywhere.
+POSITIONS = st.integers(-160, 80) | st.integers(0, 10_000)
+MUTATIONS = st.lists(st.tuples(POSITIONS, st.integers(0, 255)), min_size=1, max_size=4)
+
+
+def test_mutated_uploads_never_get_a_500(hostile):
+    """Valid archives with a few bytes changed (sizes, flags, CRCs, headers): a 4xx that keeps nothing,
+    or a 201, never a 500."""
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(name=st.sampled_from(sorted(VALID_UPLOADS)), mutations=MUTATIONS)
+    def check(name: str, mutations: list[tuple[int, int]]) -> None:
+        data = bytearray(VALID_UPLOADS[name])
+        for at, value in mutations:
+            data[at % len(data)] = value  # a negative position counts from the end
+        before = hostile.store()
+        r = hostile.c.post("/datasets", files={"file": (name, bytes(data))})
+        assert r.status_code < 500, (name, mutations, r.text)
+        if r.status_code >= 400:
+            assert hostile.store() == before
+
+    check()
 
 
 # -- 7. statuses that say what happened -----------------------------------------------------------------
