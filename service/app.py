@@ -49,6 +49,7 @@ from service.errors import (
     ServiceError,
     database_value_error_handler,
     service_error_handler,
+    unhandled_error_handler,
     validation_error_handler,
 )
 from service.housekeeping import run_maintenance_loop
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(DataError, database_value_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)  # counted by MetricsMiddleware
     for module in (health, models, train, jobs, datasets, collections):
         app.include_router(module.router)
     for module in ITEM_ROUTERS:

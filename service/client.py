@@ -59,6 +59,7 @@ from service.schemas import (
 from trainer.config import TrainConfig
 
 __all__ = [
+    "ActivationFailedError",
     "ActivationOut",
     "ApiError",
     "AsyncClient",
@@ -97,7 +98,7 @@ ItemLike = (
 )
 Items = Sequence[ItemLike] | np.ndarray
 Upload = str | os.PathLike[str] | tuple[str, bytes | BinaryIO]  # a file, or (file name, its content)
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 JOB_OVER = frozenset({"succeeded", "failed", "cancelled"})  # a job in one of these never changes again
 
 
@@ -159,6 +160,15 @@ class OverloadedError(ApiError):
 
 class UnavailableError(ApiError):
     """503: no active model (the detail says how to get one)."""
+
+
+class ActivationFailedError(RuntimeError):
+    """``wait_active``: the model's activation failed (every request succeeded); ``reason`` says why."""
+
+    def __init__(self, model_id: str, reason: str) -> None:
+        self.model_id = model_id
+        self.reason = reason
+        super().__init__(f"activation of model {model_id} failed: {reason}")
 
 
 _ERRORS: dict[int, type[ApiError]] = {
@@ -555,7 +565,7 @@ def _activation_over(model: ModelOut) -> bool:
     activation = model.activation or {}
     status = activation.get("status")
     if status in ("failed", "refused"):
-        raise RuntimeError(f"activation of model {model.id} {status}: {activation.get('error')}")
+        raise ActivationFailedError(model.id, f"{status}: {activation.get('error') or 'no reason given'}")
     return model.active and status != "activating"
 
 
@@ -728,6 +738,7 @@ class Client:
 
         ``active`` turns true a moment before the activation ends (it still writes the index snapshot),
         and another activation started in between is a 409; so this also waits for ``activation``.
+        A failed activation raises ``ActivationFailedError`` (its ``reason``), a slow one TimeoutError.
         """
         return _poll(lambda: self.model(model_id), _activation_over, timeout, interval, _not_active)
 

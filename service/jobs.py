@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -34,6 +35,7 @@ class JobStatus(StrEnum):
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JobStatus
 PENDING = (QUEUED, RUNNING)
+CANCELLING = "cancelling"  # shown, never stored: a running job that was asked to stop
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ITEMS_SPEC = "items"  # dataset_spec of a job that trains on a collection's labelled items: items[:name]
 LOG_TAIL_CHARS = 8000
@@ -291,11 +293,28 @@ def release_worker(
     return released
 
 
-def job_view(job: JobRow) -> dict[str, Any]:
-    """The JSON shape of a job for the API."""
+def shown_status(job: JobRow) -> str:
+    """The status an answer shows: ``cancelling`` for a running job asked to stop, else the stored one."""
+    return CANCELLING if job.status == RUNNING and job.cancel_requested else job.status
+
+
+def shown_error(job: JobRow) -> str | None:
+    """The job's error; for a job that trained its model but could not activate it, why not."""
+    activation = job.activation or ""
+    for outcome, words in (("failed", "activating it failed"), ("refused", "the promotion gate refused it")):
+        if job.status == SUCCEEDED and activation.startswith(outcome):
+            reason = activation.removeprefix(outcome).lstrip(": ") or "no reason given"
+            retry = f'POST /collections/{job.collection}/activate {{"model": "{job.model_id}"}}'
+            return f"the model {job.model_id} was trained and registered, but {words}: {reason} ({retry})"
+    return job.error
+
+
+def job_view(job: JobRow, hide: Callable[[str], str] = str) -> dict[str, Any]:
+    """The JSON shape of a job for the API; ``hide`` cleans free text (error, log) of server paths."""
+    error = shown_error(job)
     return {
         "id": job.id,
-        "status": job.status,
+        "status": shown_status(job),
         "model_id": job.model_id,
         "dataset": job.dataset_spec,
         "test_dataset": job.test_dataset_spec,
@@ -307,8 +326,8 @@ def job_view(job: JobRow) -> dict[str, Any]:
         "progress": job.progress or {},
         "metrics": job.metrics or [],
         "result": job.result,
-        "error": job.error,
-        "log": job.log or "",
+        "error": None if error is None else hide(error),
+        "log": hide(job.log or ""),
         "attempts": job.attempts,
         "worker_id": job.worker_id,
         "cancel_requested": job.cancel_requested,

@@ -18,7 +18,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    """Requests and latency per route, batch sizes, queue time; index size and model per collection."""
+    """Requests and latency per route, batch sizes, queue time, unhandled exceptions (a bug each: every bad
+    request must get its own 4xx); index size and model per collection."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -47,6 +48,11 @@ class Metrics:
             "embed_collection_requests",
             "Requests served by each collection's item routes (existing collections only).",
             ["collection"],
+            registry=r,
+        )
+        self.unhandled_exceptions = Counter(
+            "embed_unhandled_exceptions",
+            "Exceptions no handler answered (each became a bare 500; the log names the route).",
             registry=r,
         )
 
@@ -126,6 +132,9 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:  # every handled error is a response by now: whatever arrives here is a bug
+            self.metrics.unhandled_exceptions.inc()
+            raise  # on to the catch-all handler (a bare 500) and the server's log
         finally:
             key = (scope["method"], _route_template(scope), status)
             children = self._children.get(key)

@@ -68,9 +68,13 @@ def _under_datasets(service: Service, field: str, name: str) -> str:
     try:
         path = resolve_dataset_path(name, service.settings.paths.datasets)
         exists = path.exists()
-    except (DataError, OSError) as exc:  # OSError: a name too long for the file system
+    except DataError as exc:
         raise ServiceError(
             ErrorCode.BAD_REQUEST, f"{field}: {service.settings.paths.scrub(str(exc))}"
+        ) from exc
+    except OSError as exc:  # a name too long for the file system, a symlink loop: no path in the answer
+        raise ServiceError(
+            ErrorCode.BAD_REQUEST, f"{field}: {name[:100]!r} cannot be used ({exc.strerror})"
         ) from exc
     if not exists:
         raise _invalid(

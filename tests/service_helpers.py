@@ -6,6 +6,7 @@ import atexit
 import base64
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -167,6 +168,13 @@ BAD_BODIES = [
 ]
 
 
+def unhandled_exceptions(metrics_text: str) -> float:
+    """``embed_unhandled_exceptions_total`` from a /metrics page (every one of them is a bug)."""
+    match = re.search(r"^embed_unhandled_exceptions_total (\S+)$", metrics_text, re.MULTILINE)
+    assert match is not None, "no embed_unhandled_exceptions_total in /metrics"
+    return float(match.group(1))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -174,7 +182,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m service`` in a subprocess on a free port; ``kill()`` is SIGKILL, ``stop()`` SIGTERM."""
+    """``python -m service`` in a subprocess on a free port; ``kill()`` is SIGKILL, ``stop()`` SIGTERM.
+
+    ``stop()`` first reads /metrics and fails the test if the server answered any request with an
+    unhandled exception (a bare 500): every end-to-end test checks that for free.
+    """
 
     def __init__(
         self, data_dir: Path, *args: str, env: dict[str, str] | None = None, worker: bool = False
@@ -190,6 +202,17 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, stdout=self._log_fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
+        key = args[args.index("--api-key") + 1] if "--api-key" in args else (env or {}).get("EMBED_API_KEY")
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
+        self._was_ready = False
+
+    def unhandled_exceptions(self) -> float | None:
+        """The server's unhandled-exception count, or None when it does not answer."""
+        try:
+            response = httpx.get(self.url + "/metrics", headers=self._auth, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return unhandled_exceptions(response.text) if response.status_code == 200 else None
 
     def wait_ready(self, timeout: float = 90.0, path: str = "/ready") -> None:
         deadline = time.monotonic() + timeout
@@ -200,6 +223,7 @@ class ServerProcess:
                 )
             try:
                 if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    self._was_ready = True
                     return
             except httpx.HTTPError:
                 pass
@@ -212,6 +236,8 @@ class ServerProcess:
         self._log_fh.close()
 
     def stop(self) -> int:
+        alive = self.proc.poll() is None
+        unhandled = self.unhandled_exceptions() if alive else None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -220,6 +246,8 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self._log_fh.close()
+        assert unhandled is not None or not (alive and self._was_ready), "the server did not answer /metrics"
+        assert not unhandled, f"{unhandled:g} unhandled exception(s):\n{self.log.read_text()[-3000:]}"
         return self.proc.returncode
 
     def __enter__(self) -> ServerProcess:

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import struct
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -458,14 +459,32 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_bytes(path: Path) -> bytes:
-    """A file's bytes, gunzipped when it starts with the gzip magic number (whatever its name)."""
+GZIP_MAX_INFLATED_BYTES = 4 << 30  # a gzip file inflating beyond this is refused, not held in memory
+
+
+def _read_bytes(path: Path, limit: int = GZIP_MAX_INFLATED_BYTES) -> bytes:
+    """A file's bytes, gunzipped when it starts with the gzip magic number (whatever its name).
+
+    Decompression streams and stops past ``limit`` bytes: a small file cannot inflate to fill memory.
+    """
     try:
-        data = path.read_bytes()
-        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    except (OSError, EOFError) as exc:
+        with path.open("rb") as raw:
+            if raw.read(2) != b"\x1f\x8b":
+                raw.seek(0)
+                return raw.read()
+            raw.seek(0)
+            chunks: list[bytes] = []
+            size = 0
+            with gzip.GzipFile(fileobj=raw) as inflated:
+                while size <= limit and (chunk := inflated.read(1 << 20)):
+                    chunks.append(chunk)
+                    size += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         reason = getattr(exc, "strerror", None) or exc
         raise DataError(f"cannot read {path}: {reason}") from exc
+    if size > limit:
+        raise DataError(f"cannot read {path}: it inflates to more than {limit} bytes (a decompression bomb?)")
+    return b"".join(chunks)
 
 
 def _idx_labels_path(images: Path) -> Path:

@@ -11,13 +11,13 @@ from typing import Any
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CollectionDep, ServiceDep
+from service.api.deps import CollectionDep, OrjsonRoute, ServiceDep
 from service.catalogue import Catalogue
 from service.schemas import ActivateRequest, ActivationAccepted, CollectionCreate, CollectionOut, HistoryEntry
 from service.state import Service
 from service.tables import CollectionRow
 
-router = APIRouter(prefix="/collections", tags=["collections"])
+router = APIRouter(prefix="/collections", tags=["collections"], route_class=OrjsonRoute)
 
 
 def collection_view(service: Service, catalogue: Catalogue) -> dict[str, Any]:

@@ -1,17 +1,26 @@
-"""Data set uploads for training: ``.npz`` / ``.csv`` files, validated before they are kept."""
+"""Data set uploads for training: ``.npz`` / ``.csv`` files, validated before they are kept.
+
+Compressed uploads are inflated as a stream, counting and keeping nothing, before anything loads them:
+a few megabytes that would unpack to gigabytes are a 413 at the cost of reading them once.
+"""
 
 from __future__ import annotations
 
+import gzip
+import math
 import os
 import secrets
 import shutil
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Form, UploadFile
+from numpy.lib import format as npy
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +35,11 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 UPLOAD_SUFFIXES = (".npz", ".csv")
 ORIGINAL_NAME_CHARS = DatasetRow.__table__.c.original_name.type.length  # the column holding it
 UNPACKED_FACTOR = 4  # a compressed .npz may unpack to this many times the upload limit, no more
+# A gzip'd .csv may inflate to the upload limit itself: parsing text costs many times its size.
+NPZ_MAX_MEMBERS = 16  # x, y and label_names; read from the zip's last record, before zipfile lists them
+GZIP_MAGIC, ZIP_END = b"\x1f\x8b", b"PK\x05\x06"
+CHUNK = 1 << 20
+MAX_NAME_CHARS = 255  # as file systems allow; the name is stored (original_name)
 
 
 def _store_upload(service: Service, upload: UploadFile, label_column: str) -> dict[str, Any]:
@@ -34,7 +48,12 @@ def _store_upload(service: Service, upload: UploadFile, label_column: str) -> di
     suffix = Path(name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise ServiceError(
-            ErrorCode.INVALID_REQUEST, f"file: {name or 'the upload'!r} is not a .npz or .csv data set"
+            ErrorCode.INVALID_REQUEST, f"file: {name[:100] or 'the upload'!r} is not a .npz or .csv data set"
+        )
+    if len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST,
+            f"file: its name must be printable and at most {MAX_NAME_CHARS} characters long",
         )
     if len(name) > ORIGINAL_NAME_CHARS:  # PostgreSQL enforces the size, SQLite would not
         raise ServiceError(
@@ -50,7 +69,7 @@ def _store_upload(service: Service, upload: UploadFile, label_column: str) -> di
             shutil.copyfileobj(upload.file, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
-        _check_unpacked_size(tmp, UNPACKED_FACTOR * service.settings.max_upload_bytes)
+        _check_unpacked_size(tmp, service.settings.max_upload_bytes)
         try:
             data = load_dataset(str(tmp), label_column=label_column)
         except DataError as exc:
@@ -93,21 +112,88 @@ def _write_npz(path: Path, data: Dataset) -> None:
         os.fsync(out.fileno())
 
 
-def _check_unpacked_size(path: Path, limit: int) -> None:
-    """Refuse a .npz whose arrays would unpack to more than ``limit`` bytes (a zip bomb)."""
-    if path.suffix != ".npz":
-        return
+def _check_unpacked_size(path: Path, upload_limit: int) -> None:
+    """413 for an upload that inflates past its limit, 422 for a broken archive (zip and gzip bombs)."""
+    with path.open("rb") as f:
+        magic = f.read(2)
+    if path.suffix == ".csv" and magic == GZIP_MAGIC:  # the .csv loader gunzips whatever the name
+        try:
+            with gzip.open(path, "rb") as stream:
+                _count(stream, upload_limit, "the gzip'd .csv", "--max-upload-bytes")
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _broken("the gzip'd .csv", exc) from exc
+    elif path.suffix == ".npz":
+        _check_npz(path, UNPACKED_FACTOR * upload_limit)
+
+
+def _count(stream: IO[bytes], limit: int, what: str, flag: str, start: int = 0) -> int:
+    """Read ``stream`` to its end, keeping nothing; 413 once more than ``limit`` bytes came out."""
+    inflated = start
+    while chunk := stream.read(CHUNK):
+        inflated += len(chunk)
+        if inflated > limit:
+            raise ServiceError(
+                ErrorCode.TOO_LARGE, f"file: {what} unpacks to more than {limit} bytes ({flag})"
+            )
+    return inflated
+
+
+def _broken(what: str, exc: BaseException) -> ServiceError:
+    return ServiceError(ErrorCode.INVALID_REQUEST, f"file: {what} is corrupt ({exc})")
+
+
+def _check_npz(path: Path, limit: int) -> None:
+    """Every member is inflated and counted (what it really unpacks to, not what the archive declares),
+    and no array header may promise more bytes than its member holds: numpy would allocate them first."""
+    members = _zip_members(path)
+    if members is None:
+        return  # not a zip: np.load says what is wrong with it
+    if members > NPZ_MAX_MEMBERS:
+        raise ServiceError(
+            ErrorCode.INVALID_REQUEST, f"file: the .npz holds {members} arrays; expected x, y[, label_names]"
+        )
+    inflated = 0
     try:
         with zipfile.ZipFile(path) as archive:
-            unpacked = sum(member.file_size for member in archive.infolist())
-    except (zipfile.BadZipFile, OSError):
-        return  # not a zip: np.load reports what is wrong with it
-    if unpacked > limit:
-        raise ServiceError(
-            ErrorCode.TOO_LARGE,
-            f"file: its arrays unpack to {unpacked} bytes, more than {limit} "
-            f"({UNPACKED_FACTOR} x --max-upload-bytes)",
-        )
+            for member in archive.infolist():
+                with archive.open(member) as stream:
+                    _check_npy_header(member, stream)
+                    inflated = _count(
+                        stream, limit, "its arrays", f"{UNPACKED_FACTOR} x --max-upload-bytes", inflated
+                    )
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        raise _broken("the .npz", exc) from exc  # RuntimeError: an encrypted member
+
+
+def _zip_members(path: Path) -> int | None:
+    """The member count in a zip's end-of-central-directory record; None when there is none."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - (1 << 16) - 22))  # the record (22 bytes) may trail a 64 KB comment
+        tail = f.read()
+    at = tail.rfind(ZIP_END)
+    if at < 0 or len(tail) - at < 22:
+        return None
+    return struct.unpack_from("<H", tail, at + 10)[0]  # 0xFFFF for a zip64 archive: far too many too
+
+
+NPY_HEADER_READERS = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+
+
+def _check_npy_header(member: zipfile.ZipInfo, stream: IO[bytes]) -> None:
+    """Consumes the ``.npy`` header of a member (``_count`` reads the rest)."""
+    if not member.filename.endswith(".npy"):
+        return
+    try:
+        reader = NPY_HEADER_READERS.get(npy.read_magic(stream))
+        if reader is None:
+            return  # a newer format: np.load judges it
+        shape, _, dtype = reader(stream)
+    except ValueError as exc:
+        raise _broken(f"array {member.filename!r}", exc) from exc
+    promised = dtype.itemsize * math.prod(shape)
+    if promised > member.file_size:
+        raise _broken(f"array {member.filename!r}", ValueError(f"its header promises {promised} bytes"))
 
 
 def _view(row: DatasetRow) -> dict[str, Any]:

@@ -2,26 +2,69 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Coroutine
+from email.message import Message
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
 
 from service.catalogue import Catalogue
-from service.errors import ErrorCode, ServiceError
+from service.errors import ErrorCode, ServiceError, clip
+from service.schemas import BODY_MAY_HOLD_BOOLEANS, may_hold_booleans
 from service.state import Service
 
 
 class OrjsonRequest(Request):
-    """Parses JSON bodies with orjson: several times faster than the stdlib on float arrays, rejects NaN."""
+    """Parses JSON bodies with orjson: several times faster than the stdlib on float arrays, rejects NaN
+    and anything but UTF-8. Duplicate keys: the last one wins (as in orjson, the stdlib and browsers)."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())  # orjson.JSONDecodeError is a json.JSONDecodeError
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)  # orjson.JSONDecodeError is a json.JSONDecodeError
+            except orjson.JSONDecodeError as exc:
+                if b"\x00" in body[:4] or not _is_utf8(body):  # UTF-16/32 and latin-1 fail far off
+                    raise json.JSONDecodeError(f"JSON must be UTF-8: {exc.msg}", exc.doc, exc.pos) from None
+                raise
+            BODY_MAY_HOLD_BOOLEANS.set(may_hold_booleans(body))  # read by the vector validator
         return self._json
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_json_body(headers: Headers) -> None:
+    """415 unless a request with a body declares it UTF-8 JSON (``application/json`` or ``*/*+json``);
+    FastAPI would otherwise validate the raw bytes and answer "Input should be a valid dictionary"."""
+    declared = headers.get("content-type", "")
+    if declared == "application/json" or (
+        headers.get("content-length") == "0"
+        or ("content-length" not in headers and "transfer-encoding" not in headers)
+    ):
+        return  # the usual case; or no body at all, and FastAPI names the missing fields
+    parsed = Message()
+    parsed["content-type"] = declared
+    media, charset = parsed.get_content_type(), str(parsed.get_param("charset") or "utf-8")
+    is_json = media == "application/json" or media.startswith("application/") and media.endswith("+json")
+    if not (declared and is_json):
+        got = clip(declared, 100) or "no Content-Type"
+        raise ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be JSON, sent with 'Content-Type: application/json' (got {got!r})",
+        )
+    if charset.lower() not in ("utf-8", "utf8"):
+        raise ServiceError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"JSON must be UTF-8, not {clip(charset, 40)!r}")
 
 
 def release_body(request: Request) -> None:
@@ -41,8 +84,11 @@ class OrjsonRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_json = self.body_field is not None  # these routers have no form routes
 
         async def orjson_handler(request: Request) -> Response:
+            if takes_json:
+                check_json_body(request.headers)
             return await handler(OrjsonRequest(request.scope, request.receive))
 
         return orjson_handler

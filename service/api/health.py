@@ -10,8 +10,10 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api.datasets import UNPACKED_FACTOR
 from service.api.deps import ServiceDep
 from service.errors import no_model
+from service.schemas import INPUT_LIMITS
 
 router = APIRouter(tags=["health"])
 
@@ -66,6 +68,8 @@ def read_info(service: ServiceDep) -> dict[str, Any]:
             "max_wait_ms": s.max_wait_ms,
             "max_queue": s.max_queue,
             "max_upload_bytes": s.max_upload_bytes,
+            "max_npz_unpacked_bytes": UNPACKED_FACTOR * s.max_upload_bytes,  # a .csv: max_upload_bytes
+            **INPUT_LIMITS,  # ids, labels and metadata: fixed, see service.schemas
         },
         "gate": {"tolerance": s.gate_tolerance, "sample": s.gate_sample},
     }

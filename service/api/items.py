@@ -15,7 +15,14 @@ from service.catalogue import Catalogue
 from service.errors import ErrorCode, ServiceError
 from service.items import NewRow, decode_input
 from service.responses import OrjsonResponse
-from service.schemas import CreateItemsRequest, CreateItemsResponse, ItemList, ItemOut, NewItem
+from service.schemas import (
+    DECIMAL_DIGITS,
+    CreateItemsRequest,
+    CreateItemsResponse,
+    ItemList,
+    ItemOut,
+    NewItem,
+)
 from service.state import retry_on_model_change
 from service.tables import ItemRow
 
@@ -82,8 +89,8 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
     def read_items(
         catalogue: CatalogueDep,
         label: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=2**53)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000), DECIMAL_DIGITS] = 100,
+        offset: Annotated[int, Query(ge=0, le=2**53), DECIMAL_DIGITS] = 0,
     ) -> dict[str, object]:
         """List items (optionally with one label), oldest first, with the total count."""
         rows, total = catalogue.list(label, limit, offset)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import func, select
 
 from service import jobs
-from service.api.deps import SessionDep
-from service.errors import ErrorCode, ServiceError
-from service.schemas import JobList, JobOut
+from service.api.deps import ServiceDep, SessionDep
+from service.errors import ErrorCode, ServiceError, hide_paths
+from service.schemas import DECIMAL_DIGITS, JobList, JobOut, JobStatus
+from service.state import Service
 from service.tables import JobRow
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -27,32 +29,51 @@ def valid_job(job_id: str, session: SessionDep) -> JobRow:
 JobDep = Annotated[JobRow, Depends(valid_job)]
 
 
+def _view(service: Service, job: JobRow) -> dict[str, Any]:
+    return jobs.job_view(job, partial(hide_paths, data_dir=service.settings.data_dir))
+
+
+def _where_status(status: JobStatus | None) -> list[Any]:
+    """``running`` and ``cancelling`` are one stored status, told apart by ``cancel_requested``."""
+    if status is None:
+        return []
+    if status in (jobs.RUNNING, jobs.CANCELLING):
+        return [JobRow.status == jobs.RUNNING, JobRow.cancel_requested.is_(status == jobs.CANCELLING)]
+    return [JobRow.status == status]
+
+
 @router.get("", response_model=JobList)
 def read_jobs(
     session: SessionDep,
-    status: jobs.JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    service: ServiceDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000), DECIMAL_DIGITS] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62), DECIMAL_DIGITS] = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, optionally of one status."""
-    where = [JobRow.status == status] if status else []
+    where = _where_status(status)
     total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
     rows = session.scalars(
         select(JobRow).where(*where).order_by(JobRow.seq.desc()).limit(limit).offset(offset)
     )
-    return {"jobs": [jobs.job_view(j) for j in rows], "total": total, "limit": limit, "offset": offset}
+    return {"jobs": [_view(service, j) for j in rows], "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job: JobDep) -> dict[str, Any]:
+def read_job(job: JobDep, service: ServiceDep) -> dict[str, Any]:
     """One job: status, progress, per-epoch metrics, log tail, error, resulting model."""
-    return jobs.job_view(job)
+    return _view(service, job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job: JobDep, session: SessionDep) -> dict[str, Any]:
-    """Cancel a queued job at once, or stop a running one at its next step (no model is kept)."""
+def cancel_job(job: JobDep, session: SessionDep, service: ServiceDep, response: Response) -> dict[str, Any]:
+    """Cancel a queued job at once (200, ``cancelled``), or ask a running one to stop at its next step
+    (202, ``cancelling``: no model is kept); a finished job is a 409."""
     try:
-        return jobs.job_view(jobs.request_cancel(session, job.id))
+        view = _view(service, jobs.request_cancel(session, job.id))
     except jobs.JobStateError as exc:
         raise ServiceError(ErrorCode.CONFLICT, str(exc)) from exc
+    if view["status"] == jobs.CANCELLING:
+        response.status_code = 202
+        response.headers["Location"] = f"/jobs/{job.id}"
+    return view

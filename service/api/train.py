@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from service import training
-from service.api.deps import ServiceDep, SessionDep
+from service.api.deps import OrjsonRoute, ServiceDep, SessionDep
 from service.schemas import JobCreated, TrainRequest
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], route_class=OrjsonRoute)  # its JSON checks, not its speed
 
 
 @router.post("/train", response_model=JobCreated, status_code=202)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -267,11 +268,21 @@ def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path, d
 
 
 def test_a_stopped_app_can_be_garbage_collected(tmp_path):
-    """The lifespan freezes start-up objects for the GC's sake; shutdown must unfreeze them."""
+    """The lifespan freezes start-up objects for the GC's sake; shutdown must unfreeze them.
+
+    The threads that served the app must be joined first: anyio's worker thread reports a result
+    (close_state's, which takes the state) *before* it drops its reference to the call's arguments,
+    and nothing joins it when the event loop stops, so right after the ``with`` block it may still
+    hold the state for a moment (this test used to fail about one run in three on that race).
+    """
+    before = set(threading.enumerate())
     app = create_app(make_settings(tmp_path, model=model_dir()))
     with TestClient(app) as c:
         c.post("/items", json={"items": vector_items(*blobs(2))})
         state = weakref.ref(app.state.service)
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), f"{thread.name} outlived the app"
     del app, c
     # The thread that ran the shutdown still holds its arguments for a moment after handing back the
     # result (anyio deletes them after call_soon_threadsafe): poll, do not collect just once.

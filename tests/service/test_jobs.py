@@ -212,8 +212,11 @@ def job_count(client) -> int:
         ({"dataset": "digits", "embedding_dim": 10**12}, 422, "embedding_dim"),
         ({"dataset": "digits", "seed": 2**70}, 422, "seed"),
         ({"dataset": "digits", "encoder": "cnn", "channels": []}, 422, "channels"),
-        ('{"dataset": "digits", "margin": NaN, "loss": "triplet"}', 422, "margin"),
-        ('{"dataset": "digits", "weight_decay": Infinity}', 422, "weight_decay"),
+        ('{"dataset": "digits", "margin": NaN, "loss": "triplet"}', 422, "json_invalid"),  # not JSON
+        ('{"dataset": "digits", "weight_decay": Infinity}', 422, "json_invalid"),
+        ({"dataset": "digits", "epochs": 2.0}, 422, "epochs"),  # strict: integers are integers
+        ({"dataset": "digits", "epochs": "3"}, 422, "epochs"),
+        ({"dataset": "digits", "augment": 1}, 422, "augment"),
     ],
 )
 def test_bad_train_requests_are_refused_and_queue_nothing(client, body, status, words):
