@@ -299,7 +299,7 @@ def test_keys_are_never_reused_and_stored_values_come_back_as_written(tmp_path, 
     """What the index and the replicas rely on, on either database: a deleted key is never handed out
     again (not even the last one, not after a restart); metadata JSON, input bytes and times round-trip."""
     settings = make_settings(tmp_path, model=model_dir(), database_url=database_url)
-    meta = {"text": "é \u0000 ok", "nested": {"n": [1, 2.5, None, True]}, "big": 2**53}
+    meta = {"text": "é ✓ ok", "nested": {"n": [1, 2.5, None, True]}, "big": 2**53}  # NUL is refused
     x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
     engine = create_engine(database_url)
 
@@ -309,7 +309,7 @@ def test_keys_are_never_reused_and_stored_values_come_back_as_written(tmp_path, 
 
     with TestClient(create_app(settings)) as c:
         items = [{"id": "a", "vector": x[0].tolist(), "metadata": meta}, {"id": "b", "vector": x[1].tolist()}]
-        c.post("/items", json={"items": items})
+        assert c.post("/items", json={"items": items}).status_code == 201
         first = keys()
         assert c.delete("/items/b").status_code == 204  # the highest key
         c.post("/items", json={"items": [{"id": "c", "vector": x[2].tolist()}]})
