@@ -10,8 +10,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.api.datasets import UNPACKED_FACTOR
 from service.api.deps import ServiceDep
+from service.datasets import UNPACKED_FACTOR
 from service.errors import no_model
 from service.schemas import INPUT_LIMITS
 
