@@ -14,7 +14,6 @@ import logging
 import math
 from enum import StrEnum
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -106,18 +105,9 @@ def clip(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
-def hide_paths(text: str, data_dir: Path | None) -> str:
-    """``text`` with the data directory's absolute path replaced by ``<data-dir>``."""
-    if data_dir is None:
-        return text
-    for path in {str(data_dir.resolve()), str(data_dir.absolute())}:
-        text = text.replace(path, "<data-dir>")
-    return text
-
-
-def _data_dir(request: Request) -> Path | None:
+def _hide_paths(request: Request, text: str) -> str:
     state = getattr(request.app.state, "service", None)
-    return state.settings.data_dir if state is not None else None
+    return state.settings.paths.hide(text) if state is not None else text
 
 
 async def service_error_handler(request: Request, exc: Exception) -> OrjsonResponse:
@@ -125,7 +115,7 @@ async def service_error_handler(request: Request, exc: Exception) -> OrjsonRespo
     assert isinstance(exc, HTTPException)
     detail = exc.detail
     if isinstance(detail, str):  # messages may quote a user's id or a file name: bounded, no server paths
-        detail = clip(hide_paths(detail, _data_dir(request)))
+        detail = clip(_hide_paths(request, detail))
     if exc.status_code >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, detail)
     return OrjsonResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)

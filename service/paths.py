@@ -58,7 +58,15 @@ class DataDir:
         except ValueError:
             return path.name
 
+    def hide(self, text: str) -> str:
+        """The last guard before an answer: the data directory's absolute path, anywhere, becomes
+        ``<data-dir>`` (stored messages are already relative, see ``scrub``)."""
+        for path in {str(self.root.resolve()), str(self.root.absolute())}:
+            text = text.replace(path, "<data-dir>")
+        return text
+
     def scrub(self, message: str) -> str:
-        """A message shown to API users, with paths under the data directory made relative."""
+        """A message to store for API users (a job's error), with paths under the data directory made
+        relative where a path starts."""
         root = re.escape(str(self.root.resolve()).rstrip(os.sep) + os.sep)
         return re.sub(rf"(?<![^\s'\"(\[]){root}", "", message)  # only where a path starts

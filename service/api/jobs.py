@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -10,7 +9,7 @@ from sqlalchemy import func, select
 
 from service import jobs
 from service.api.deps import ServiceDep, SessionDep
-from service.errors import ErrorCode, ServiceError, hide_paths
+from service.errors import ErrorCode, ServiceError
 from service.schemas import DECIMAL_DIGITS, JobList, JobOut, JobStatus
 from service.state import Service
 from service.tables import JobRow
@@ -30,7 +29,7 @@ JobDep = Annotated[JobRow, Depends(valid_job)]
 
 
 def _view(service: Service, job: JobRow) -> dict[str, Any]:
-    return jobs.job_view(job, partial(hide_paths, data_dir=service.settings.data_dir))
+    return jobs.job_view(job, service.settings.paths.hide)
 
 
 def _where_status(status: JobStatus | None) -> list[Any]:
