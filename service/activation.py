@@ -278,7 +278,8 @@ class Activations:
                 index.add(keys, vectors)
                 last = int(keys[-1])
                 self._progress(seq, index.size, total)
-            index.maintain()
+            if index.needs_rebuild():  # not live yet: its final kind now, not in the background later
+                index.rebuild(*index.contents())
             catalogue.switch_model(
                 encoder,
                 index,

@@ -59,7 +59,7 @@ from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from service.registry import ModelRegistry
 from service.state import Service
 from service.supervisor import WorkerSupervisor
-from service.sync import run_sync_loop
+from service.sync import run_index_loop, run_sync_loop
 from trainer.card import CardError
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,13 @@ def open_service(settings: Settings, metrics: Metrics) -> Service:
     registry = ModelRegistry(db, settings.paths)
     registry.register_found()
     params = IndexParams(
-        settings.index_type, settings.hnsw_m, settings.hnsw_ef_search, settings.ivf_nlist, settings.ivf_nprobe
+        settings.index_type,
+        settings.hnsw_m,
+        settings.hnsw_ef_search,
+        settings.ivf_nlist,
+        settings.ivf_nprobe,
+        settings.auto_index_threshold,
+        settings.recall_target,
     )
     catalogues = Collections(db, settings.paths, params, settings.row_cache_items, registry.load_encoder)
     activations = Activations(
@@ -96,7 +102,13 @@ def open_service(settings: Settings, metrics: Metrics) -> Service:
     metrics.bind(
         queue_items=lambda: batcher.pending,
         collections=lambda: [
-            CollectionStats(c.name, c.model_id, c.size, c.runtime.index.kind if c.runtime else None)
+            CollectionStats(
+                c.name,
+                c.model_id,
+                c.size,
+                c.runtime.index.kind if c.runtime else None,
+                c.runtime.index.recall if c.runtime else None,
+            )
             for c in catalogues.all()
         ],
     )
@@ -150,7 +162,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         stop = threading.Event()
-        threads = [threading.Thread(target=run_maintenance_loop, args=(state, stop), name="housekeeping")]
+        threads = [
+            threading.Thread(target=run_maintenance_loop, args=(state, stop), name="housekeeping"),
+            threading.Thread(target=run_index_loop, args=(state.collections, stop), name="index-maintenance"),
+        ]
         if settings.sync_interval > 0:
             threads.append(
                 threading.Thread(

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from service import items
 from service.db import Database
@@ -88,6 +89,7 @@ class Catalogue:
         self._load_encoder = load_encoder
         self._lock = RWLock()
         self._snapshot_mutex = threading.Lock()
+        self._maintenance_mutex = threading.Lock()
         # One activation or rollback at a time (service.activation holds it for the whole run).
         self.activation_mutex = threading.Lock()
         # What replicas have applied: rows up to this key, removals up to this seq.
@@ -141,14 +143,14 @@ class Catalogue:
             items.drop_other_embeddings(session, self.name, [m for m in (model_id, previous) if m])
             session.commit()
         with self._lock.write():
-            self.runtime = Runtime(encoder, index)
+            # a snapshot loaded and found up to date is not written again (a million vectors: a gigabyte)
+            self.runtime = Runtime(encoder, index, snapshot_version=0 if index.from_snapshot else -1)
             self._seen_key, self._seen_removal = seen_key, seen_removal
         self.snapshot()
 
     def _watermarks(self) -> tuple[int, int]:
         with self.db.session() as session:
-            keys = items.all_keys(session, self.name)
-            return max(keys, default=0), items.last_removal(session, self.name)
+            return items.last_key(session, self.name), items.last_removal(session, self.name)
 
     def build_index(self, encoder: Encoder) -> VectorIndex:
         """This model's index for the collection: its snapshot, made to hold exactly the stored embeddings."""
@@ -168,7 +170,8 @@ class Catalogue:
                 index.rebuild(keys, vectors)  # lets an IVF index train on everything at once
             else:
                 index.add(keys, vectors)
-        index.maintain()
+        if index.needs_rebuild():  # nobody reads this index yet: rebuild in place
+            index.rebuild(*index.contents())
         if len(missing) or len(extra):
             logger.info(
                 "collection %s: index of %s reconciled with the database (%d added, %d removed, %d total)",
@@ -188,8 +191,9 @@ class Catalogue:
             except Exception as exc:  # noqa: BLE001 - any unreadable snapshot is rebuilt from the database
                 logger.warning("collection %s: snapshot unusable (%s); rebuilding it", self.name, exc)
             else:
-                stand_in = self.params.kind == "ivf" and index.kind == "flat"
-                if index.kind == self.params.kind or stand_in:
+                sized = {"flat", "ivf"}  # auto and ivf start flat; a kind that no longer fits its size is
+                usable = sized if self.params.kind in ("auto", "ivf") else {self.params.kind}  # rebuilt later
+                if index.kind in usable:
                     return index
                 logger.info("index type changed from %s to %s; rebuilding", index.kind, self.params.kind)
         return VectorIndex(model_id, dim, distance, self.params)
@@ -282,17 +286,21 @@ class Catalogue:
             index = runtime.index
             with self.db.session() as session:
                 items.claim_write(session, self.name, runtime.model_id)
-                existing = items.ids_present(session, self.name, ids)
-                if existing and not upsert:
-                    shown = ", ".join(sorted(existing)[:5])
+                # Without upsert the unique (collection, id) constraint finds taken ids: no lookup first.
+                old_keys = list(items.ids_present(session, self.name, ids).values()) if upsert else []
+                items.remove_keys(session, self.name, old_keys)
+                try:
+                    keys = items.insert_rows(session, self.name, runtime.model_id, rows, embeddings)
+                except IntegrityError:
+                    session.rollback()
+                    taken = sorted(items.ids_present(session, self.name, ids))
+                    if not taken:
+                        raise
                     raise ServiceError(
                         ErrorCode.CONFLICT,
-                        f"{len(existing)} item id(s) already exist ({shown}); "
+                        f"{len(taken)} item id(s) already exist ({', '.join(taken[:5])}); "
                         "use ?upsert=true to replace them",
-                    )
-                old_keys = list(existing.values())
-                items.remove_keys(session, self.name, old_keys)
-                keys = items.insert_rows(session, self.name, runtime.model_id, rows, embeddings)
+                    ) from None
                 index.add(keys, embeddings)  # raises -> the session closes without commit: rolled back
                 try:
                     session.commit()
@@ -392,15 +400,49 @@ class Catalogue:
             if path.suffix in (".faiss", ".json") and path.stem not in keep:
                 path.unlink(missing_ok=True)
 
+    def maintain(self) -> bool:
+        """Rebuild the live index when it asks for it (flat → IVF past the size threshold, an IVF retrained
+        after 4x growth, HNSW compaction), without blocking reads or writes: the contents are copied under
+        the read lock, the replacement is trained and filled off the lock while the live index journals
+        its changes, and only the replay and swap take the write lock. True when rebuilt."""
+        runtime = self.runtime
+        if runtime is None or not runtime.index.needs_rebuild():
+            return False
+        with self._maintenance_mutex:
+            with self._lock.read():  # no writer meanwhile: the copy and the journal start together
+                if self.runtime is not runtime:
+                    return False
+                keys, vectors = runtime.index.contents()
+                runtime.index.begin_journal()
+            try:
+                built = runtime.index.build(keys, vectors)
+            except BaseException:
+                with self._lock.write():
+                    runtime.index.abandon_journal()
+                raise
+            del keys, vectors
+            with self._lock.write():
+                if self.runtime is not runtime:
+                    return False
+                runtime.index.install(built)
+        logger.info("collection %s: index rebuilt as %s", self.name, runtime.index.describe())
+        self.snapshot()
+        return True
+
+    def sample_recall(self, queries: int = 2) -> float | None:
+        """A few more queries of the live approximate index's recall@10 against exact search (None: exact)."""
+        runtime = self.runtime
+        if runtime is None:
+            return None
+        with self._lock.read():
+            return runtime.index.sample_recall(queries)
+
     def snapshot(self) -> bool:
         """Write the active index to disk if it changed since the last snapshot; True when written."""
         with self._snapshot_mutex:
             runtime = self.runtime
             if runtime is None:
                 return False
-            if runtime.index.needs_maintenance():
-                with self._lock.write():
-                    runtime.index.maintain()  # IVF upgrade or HNSW compaction
             with self._lock.read():
                 if runtime.index.version == runtime.snapshot_version:
                     return False

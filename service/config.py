@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.paths import DataDir
 
-IndexType = Literal["flat", "hnsw", "ivf"]
+IndexType = Literal["auto", "flat", "hnsw", "ivf"]
 SqliteSync = Literal["full", "normal"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -93,11 +93,21 @@ class Settings(WorkerSettings):
         None, description="When set, every route but /health and /ready needs 'Authorization: Bearer KEY'."
     )
 
-    index_type: IndexType = Field("flat", description="FAISS index: flat (exact), hnsw or ivf (approximate).")
+    index_type: IndexType = Field(
+        "auto",
+        description="FAISS index: auto (exact while small, IVF past --auto-index-threshold), flat (always "
+        "exact), hnsw or ivf (approximate).",
+    )
+    auto_index_threshold: int = Field(
+        50_000, ge=1, description="auto: vectors at which a collection's index turns from exact to IVF."
+    )
+    recall_target: float = Field(
+        0.97, gt=0, le=1, description="IVF: nprobe is tuned until sampled recall@10 reaches this."
+    )
     hnsw_m: int = Field(32, ge=4, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(64, ge=1, description="HNSW search breadth (raised to k when smaller).")
-    ivf_nlist: int = Field(256, ge=1, description="IVF cells; trained once 39*nlist vectors exist.")
-    ivf_nprobe: int = Field(16, ge=1, description="IVF cells visited per search.")
+    ivf_nlist: int = Field(0, ge=0, description="IVF cells (0: about 4*sqrt(n), retrained at 4x growth).")
+    ivf_nprobe: int = Field(0, ge=0, description="IVF cells visited per search (0: tuned, --recall-target).")
     snapshot_interval: float = Field(
         30.0, ge=0, description="Seconds between index snapshots (0: only at shutdown)."
     )

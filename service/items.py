@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from service.errors import ErrorCode, ModelChanged, ServiceError
 from service.schemas import RawInput
-from service.tables import CollectionRow, EmbeddingRow, ItemRow, RemovalRow
+from service.tables import CollectionRow, EmbeddingRow, ItemRow, RemovalRow, utcnow
 
 IN_CHUNK = 500  # keys per IN (...) clause: well under every database's parameter limit
 
@@ -81,27 +81,48 @@ def ids_present(session: Session, collection: str, ids: Sequence[str]) -> dict[s
     return found
 
 
+def allocate_keys(session: Session, n: int) -> list[int]:
+    """``n`` new item keys, increasing; call after ``claim_write`` (which holds the write lock).
+
+    Keys are handed out here rather than read back with RETURNING: one statement instead of n lookups
+    (SQLAlchemy's ordered RETURNING costs O(n^2) for a 1,000-row insert). SQLite's AUTOINCREMENT counter
+    and PostgreSQL's sequence both move past every key ever used, so none is reused.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        # the counter, or the largest key if the table never had a row; the explicit keys move it on
+        top = session.scalar(text("SELECT seq FROM sqlite_sequence WHERE name = 'items'"))
+        top = max(int(top or 0), int(session.scalar(select(func.max(ItemRow.key))) or 0))
+        return list(range(top + 1, top + n + 1))
+    sequence = "pg_get_serial_sequence('items', 'key')"
+    found = session.scalars(text(f"SELECT nextval({sequence}) FROM generate_series(1, :n)"), {"n": n})
+    return sorted(found)
+
+
 def insert_rows(
     session: Session, collection: str, model_id: str, rows: Sequence[NewRow], embeddings: np.ndarray
 ) -> list[int]:
     """Insert items and their embeddings under ``model_id``; returns the new keys in row order."""
     if not rows:
         return []
+    keys = allocate_keys(session, len(rows))
+    now = utcnow()
     values = []
-    for r in rows:
+    for key, r in zip(keys, rows, strict=True):
         kind, dim, data = encode_input(r.raw)
         values.append(
             {
+                "key": key,
                 "collection": collection,
                 "id": r.id,
                 "label": r.label,
-                "meta": r.metadata,
+                "metadata": r.metadata,
                 "input_kind": kind,
                 "input_dim": dim,
                 "input_data": data,
+                "created_at": now,
             }
         )
-    keys = list(session.scalars(insert(ItemRow).returning(ItemRow.key, sort_by_parameter_order=True), values))
+    session.execute(insert(ItemRow.__table__), values)  # Core executemany: one C loop on SQLite
     store_embeddings(session, model_id, np.asarray(keys, dtype=np.int64), embeddings)
     return keys
 
@@ -110,7 +131,7 @@ def store_embeddings(session: Session, model_id: str, keys: np.ndarray, vectors:
     if len(keys):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         session.execute(
-            insert(EmbeddingRow),
+            insert(EmbeddingRow.__table__),
             [
                 {"key": key, "model_id": model_id, "vector": vector.tobytes()}
                 for key, vector in zip(keys.tolist(), vectors, strict=True)
@@ -291,6 +312,11 @@ def removals_after(session: Session, collection: str, seq: int) -> list[tuple[in
         .order_by(RemovalRow.seq)
     )
     return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+
+
+def last_key(session: Session, collection: str) -> int:
+    query = select(func.max(ItemRow.key)).where(ItemRow.collection == collection)
+    return int(session.scalar(query) or 0)
 
 
 def last_removal(session: Session, collection: str) -> int:

@@ -75,6 +75,7 @@ class CollectionStats:
     model_id: str | None
     index_size: int
     index_type: str | None
+    recall: float | None  # sampled recall@10 of an approximate index
 
 
 class _CollectionsCollector(Collector):
@@ -92,12 +93,20 @@ class _CollectionsCollector(Collector):
             "1 for each collection's active model.",
             labels=["collection", "model_id", "index_type"],
         )
+        recall = GaugeMetricFamily(
+            "embed_index_recall",
+            "Sampled recall@10 of a collection's approximate index against exact search.",
+            labels=["collection"],
+        )
         for stats in self.read():
             size.add_metric([stats.name], stats.index_size)
+            if stats.recall is not None:
+                recall.add_metric([stats.name], stats.recall)
             if stats.model_id is not None:
                 model.add_metric([stats.name, stats.model_id, stats.index_type or ""], 1)
         yield size
         yield model
+        yield recall
 
 
 def _route_template(scope: Scope) -> str:

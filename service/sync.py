@@ -1,10 +1,12 @@
-"""Follow the writes of other API replicas that share this database (``--sync-interval``).
+"""Background loops over every collection: following other API replicas (``--sync-interval``), and
+keeping each index in shape (``run_index_loop``).
 
-Each replica keeps its own FAISS indexes; the tables are the truth they share. Every interval a replica
-catches up, in O(changes) (``Catalogue.follow``): rows added elsewhere are found by key above what it
-has seen, deletions in the removals log, another replica's activation on the collection row, and
-collections created or deleted elsewhere in the collections table. Between passes a replica answers from
-its own view: a row deleted elsewhere can still be a neighbour until the next pass drops its key.
+Following other replicas: each replica keeps its own FAISS indexes; the tables are the truth they
+share. Every interval a replica catches up, in O(changes) (``Catalogue.follow``): rows added elsewhere
+are found by key above what it has seen, deletions in the removals log, another replica's activation on
+the collection row, and collections created or deleted elsewhere in the collections table. Between
+passes a replica answers from its own view: a row deleted elsewhere can still be a neighbour until the
+next pass drops its key.
 """
 
 from __future__ import annotations
@@ -28,3 +30,15 @@ def run_sync_loop(collections: Collections, stop: threading.Event, interval: flo
             logger.exception("catching up with other replicas failed")
         if time.monotonic() - started > interval:
             logger.warning("catching up with other replicas took %.1f s", time.monotonic() - started)
+
+
+def run_index_loop(collections: Collections, stop: threading.Event, interval: float = 1.0) -> None:
+    """Thread body: every ``interval`` seconds, rebuild the indexes that ask for it (in the background, see
+    ``Catalogue.maintain``) and sample the approximate ones' recall against exact search."""
+    while not stop.wait(interval):
+        for catalogue in collections.all():
+            try:
+                catalogue.maintain()
+                catalogue.sample_recall()
+            except Exception:  # noqa: BLE001 - keep serving with the index as it is
+                logger.exception("collection %s: index maintenance failed", catalogue.name)

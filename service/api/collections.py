@@ -30,7 +30,7 @@ def collection_view(service: Service, catalogue: Catalogue) -> dict[str, Any]:
         "previous_model": row.previous_model_id if row else None,
         "size": runtime.index.size if runtime else catalogue.count(),
         "index": {
-            "type": runtime.index.kind if runtime else None,
+            **(runtime.index.describe() if runtime else {"type": None}),
             "configured_type": service.settings.index_type,
         },
         "activation": service.activations.latest(collection=catalogue.name),

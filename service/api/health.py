@@ -44,6 +44,7 @@ def read_info(service: ServiceDep) -> dict[str, Any]:
             "model": runtime.model_id if runtime else None,
             "size": runtime.index.size if runtime else 0,
             "index_type": runtime.index.kind if runtime else None,
+            "recall_at_10": runtime.index.recall if runtime else None,
         }
     default = service.collections.default.runtime
     return {
@@ -58,6 +59,7 @@ def read_info(service: ServiceDep) -> dict[str, Any]:
             "type": default.index.kind if default else None,
             "configured_type": s.index_type,
             "model_id": default.model_id if default else None,
+            **(default.index.describe() if default else {}),
         },
         "collections": collections,
         "limits": {

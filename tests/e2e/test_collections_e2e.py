@@ -184,6 +184,7 @@ def test_two_kinds_of_items_trained_gated_rolled_back_and_deleted(server):
             "model": "dig-1",
             "size": 400,
             "index_type": "flat",
+            "recall_at_10": None,
         }
 
         # deleting a collection removes its items, index and snapshots, and nothing else

@@ -256,7 +256,7 @@ def test_model_registry_activation_reembeds_and_refuses_incompatible(tmp_path, d
         assert info["model"]["model_id"] == "toy-b" and info["index"] == {
             "size": 60,
             "type": "flat",
-            "configured_type": "flat",
+            "configured_type": "auto",
             "model_id": "toy-b",
         }
         item = c.get("/items/i7", params={"include_embedding": True}).json()
