@@ -166,6 +166,7 @@ def _venv_with(tmp: Path, names: tuple[str, ...]) -> tuple[Path, Path, set[str]]
     (site,) = tmp.glob("lib/python*/site-packages")
     linked = set()
     for dist in _closure(names):
+        assert dist.files, f"{dist.metadata['Name']} lists no files (installed without pip's RECORD?)"
         tops = {f.parts[0] for f in dist.files or [] if not f.parts[0].startswith("..")}  # not bin/
         for top in tops - {"__pycache__"}:
             (site / top).symlink_to(Path(str(dist.locate_file(top))))
