@@ -3,6 +3,8 @@
     with Client("http://127.0.0.1:8000", api_key="...") as client:
         client.add_items(x, labels=y)                 # x: (n, dim) array, or a list of items
         client.classify(x_new[:3], k=5).predictions
+        digits = client.collection("digits")          # the same item routes, inside one collection
+        digits.search(x[0], k=3)
 
 An *item* may be a numpy array or a list of numbers (a vector), ``bytes`` or a ``Path`` (a PNG or
 JPEG file, sent base64-encoded), or a dict in the API's own shape; where a route compares or searches,
@@ -16,65 +18,114 @@ Training runs as jobs on the service's worker:
     if job.status == "succeeded":
         print(client.model_report(job.model_id).markdown)
 
-This module imports only httpx, numpy, pydantic and the service's response schemas (which import
-nothing heavier), so users need neither torch nor FastAPI. Each route is described once, as a ``_Call``
-(request + parser), and both clients send it: the two classes differ only in ``await``. New routes
-follow the same pattern, or use ``_request`` directly for anything unusual.
+This module and its ``client_*`` modules import only httpx, pydantic, numpy and ``trainer.config`` (pure
+pydantic), so users need neither torch, FAISS, FastAPI nor SQLAlchemy
+(``tests/service/test_client_imports.py`` checks it in an environment holding nothing else).
+
+Each route is written once, below, as a flow (see ``service.client_flow``): its signature, docstring,
+request and parsing. ``Client`` and ``AsyncClient`` (and a collection's ``Collection`` and
+``AsyncCollection``) are the same routes bound to a sync or an async driver. A new route: add one flow
+to the routes class it belongs to, and both clients have it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
-import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
-from typing import Any, BinaryIO, Generic, Literal, TypeVar
-from urllib.parse import quote
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import httpx
-import numpy as np
-from pydantic import BaseModel, ConfigDict, TypeAdapter
-from pydantic_core import to_jsonable_python
 
-from service.schemas import (
+from service.client_encode import (
+    ItemLike,
+    Items,
+    Upload,
+    drop_none,
+    encode_item,
+    encode_items,
+    flags,
+    new_items,
+    open_upload,
+    path_id,
+    train_body,
+)
+from service.client_errors import (
+    ActivationFailedError,
+    ApiError,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnprocessableError,
+)
+from service.client_flow import (
+    AsyncSender,
+    Emit,
+    Flow,
+    Request,
+    Sleep,
+    Stream,
+    SyncSender,
+    iterator_route,
+    poll,
+    route,
+)
+from service.client_models import (
+    ActivationAccepted,
     ActivationOut,
     ClassifyResponse,
+    CollectionOut,
     DatasetOut,
-    ItemOut,
+    Embeddings,
+    HistoryEntry,
+    Info,
+    Item,
+    ItemPage,
     JobCreated,
     JobList,
     JobOut,
+    JobStatus,
     ModelOut,
+    Ready,
     ReportOut,
     SearchResponse,
     SimilarityResponse,
     VerifyResponse,
+    embeddings,
+    item,
+    item_page,
+    parse,
+    parse_list,
 )
 from trainer.config import TrainConfig
 
 __all__ = [
+    "ActivationAccepted",
     "ActivationFailedError",
     "ActivationOut",
     "ApiError",
     "AsyncClient",
+    "AsyncCollection",
     "AuthenticationError",
     "ClassifyResponse",
     "Client",
+    "Collection",
+    "CollectionOut",
     "ConflictError",
     "DatasetOut",
     "Embeddings",
+    "HistoryEntry",
     "Info",
     "Item",
+    "ItemLike",
     "ItemPage",
+    "Items",
     "JobCreated",
     "JobList",
     "JobOut",
+    "JobStatus",
     "ModelOut",
     "NotFoundError",
     "OverloadedError",
@@ -86,478 +137,342 @@ __all__ = [
     "TrainConfig",
     "UnavailableError",
     "UnprocessableError",
+    "Upload",
     "VerifyResponse",
+    "encode_item",
+    "encode_items",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
-T = TypeVar("T")
-
-ItemLike = (
-    np.ndarray | Sequence[float] | bytes | bytearray | memoryview | os.PathLike[str] | Mapping[str, Any]
-)
-Items = Sequence[ItemLike] | np.ndarray
-Upload = str | os.PathLike[str] | tuple[str, bytes | BinaryIO]  # a file, or (file name, its content)
-JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 JOB_OVER = frozenset({"succeeded", "failed", "cancelled"})  # a job in one of these never changes again
+Weighting = Literal["uniform", "distance"]
 
 
-# -- errors ------------------------------------------------------------------------------------------
-class ApiError(Exception):
-    """A non-2xx answer: ``status_code`` and the server's ``detail`` (a message, or FastAPI's error list)."""
+# -- the routes of one collection's items --------------------------------------------------------------
+class ItemRoutes:
+    """Embed, store, search and classify items of one collection: ``/collections/{name}/...`` for a
+    ``Collection``; for ``Client`` the flat routes, which mean the collection ``default``."""
 
-    def __init__(
-        self,
-        status_code: int,
-        detail: Any,
-        *,
-        method: str = "",
-        url: str = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.status_code = status_code
-        self.detail = detail
-        self.method = method
-        self.url = url
-        self.headers: Mapping[str, str] = headers or {}
-        where = " ".join(part for part in (str(status_code), method, url) if part)
-        super().__init__(f"{where}: {_detail_text(detail)}")
+    _prefix: str
 
+    def _at(self, path: str) -> str:
+        return self._prefix + path
 
-class AuthenticationError(ApiError):
-    """401: the API key is missing or wrong."""
+    @route
+    def embed(self, items: Items) -> Flow[Embeddings]:
+        """Embed items with the collection's model; nothing is stored."""
+        response = yield Request("POST", self._at("/embed"), {"items": encode_items(items)})
+        return embeddings(response)
 
-
-class NotFoundError(ApiError):
-    """404: no item, model, job or data set with that id (or a model without a report)."""
-
-
-class ConflictError(ApiError):
-    """409: the id exists (pass ``upsert=True``), the index is empty, no threshold, activation refused,
-    a model or pending job has the training run's name, or the job is over and cannot be cancelled."""
-
-
-class PayloadTooLargeError(ApiError):
-    """413: too many items or too large a body; split the request."""
-
-
-class UnprocessableError(ApiError):
-    """422: an item the model cannot take, a parameter out of range, or a training config or data set
-    the service refuses."""
-
-
-class OverloadedError(ApiError):
-    """429: the encoder queue is full; ``retry_after`` seconds is the server's hint."""
-
-    @property
-    def retry_after(self) -> float | None:
-        value = self.headers.get("retry-after")
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
-
-
-class UnavailableError(ApiError):
-    """503: no active model (the detail says how to get one)."""
-
-
-class ActivationFailedError(RuntimeError):
-    """``wait_active``: the model's activation failed (every request succeeded); ``reason`` says why."""
-
-    def __init__(self, model_id: str, reason: str) -> None:
-        self.model_id = model_id
-        self.reason = reason
-        super().__init__(f"activation of model {model_id} failed: {reason}")
-
-
-_ERRORS: dict[int, type[ApiError]] = {
-    401: AuthenticationError,
-    404: NotFoundError,
-    409: ConflictError,
-    413: PayloadTooLargeError,
-    422: UnprocessableError,
-    429: OverloadedError,
-    503: UnavailableError,
-}
-
-
-def _detail_text(detail: Any) -> str:
-    if isinstance(detail, list):  # FastAPI's validation errors: [{"loc": [...], "msg": ...}, ...]
-        parts = []
-        for err in detail:
-            if isinstance(err, Mapping):
-                loc = ".".join(str(p) for p in err.get("loc", ()))
-                parts.append(f"{loc}: {err.get('msg', err)}" if loc else str(err.get("msg", err)))
-            else:
-                parts.append(str(err))
-        return "; ".join(parts)
-    return str(detail)
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        body = response.json()
-        detail = body["detail"] if isinstance(body, dict) and "detail" in body else body
-    except ValueError:
-        detail = response.text
-    cls = _ERRORS.get(response.status_code, ApiError)
-    raise cls(
-        response.status_code,
-        detail,
-        method=response.request.method,
-        url=response.request.url.path,
-        headers=dict(response.headers),
-    )
-
-
-# -- results -----------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Embeddings:
-    """``POST /embed``: one float32 row per item, in request order."""
-
-    model: str
-    dim: int
-    embeddings: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A stored item; ``input`` (vector or image bytes) and ``embedding`` only when asked for."""
-
-    id: str
-    label: str | None
-    metadata: dict[str, Any] | None
-    model: str
-    created_at: datetime
-    input: np.ndarray | bytes | None = None
-    embedding: np.ndarray | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemPage:
-    """``GET /items``: one page and the total count (under the label filter)."""
-
-    items: list[Item]
-    total: int
-    limit: int
-    offset: int
-
-
-class Ready(BaseModel):
-    """``GET /ready``: the active model and the size of its index."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-    status: str
-    model: str
-    index_size: int
-
-
-class Info(BaseModel):
-    """``GET /info``: versions, the active model card, the index and the server's limits."""
-
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-    version: str
-    versions: dict[str, str] = {}
-    model: dict[str, Any] | None = None
-    index: dict[str, Any] = {}
-    limits: dict[str, Any] = {}
-
-
-_MODELS = TypeAdapter(list[ModelOut])
-_DATASETS = TypeAdapter(list[DatasetOut])
-
-
-def _item(data: Mapping[str, Any]) -> Item:
-    out = ItemOut.model_validate(data)
-    raw: np.ndarray | bytes | None = None
-    if out.input is not None:
-        if "image" in out.input:
-            raw = base64.b64decode(out.input["image"])
-        elif "vector" in out.input:
-            raw = np.asarray(out.input["vector"], dtype=np.float32)
-    emb = None if out.embedding is None else np.asarray(out.embedding, dtype=np.float32)
-    return Item(out.id, out.label, out.metadata, out.model, out.created_at, raw, emb)
-
-
-def _embeddings(response: httpx.Response) -> Embeddings:
-    data = response.json()
-    dim = int(data["dim"])
-    emb = np.asarray(data["embeddings"], dtype=np.float32).reshape(-1, dim)
-    return Embeddings(data["model"], dim, emb)
-
-
-def _item_page(response: httpx.Response) -> ItemPage:
-    data = response.json()
-    return ItemPage([_item(d) for d in data["items"]], data["total"], data["limit"], data["offset"])
-
-
-def _model(cls: type[BaseModel]) -> Callable[[httpx.Response], Any]:
-    return lambda response: cls.model_validate_json(response.content)
-
-
-# -- request bodies ----------------------------------------------------------------------------------
-def _vector(value: Any) -> list[float]:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"a vector must hold numbers, got dtype {arr.dtype}")
-    return arr.ravel().tolist()  # an image-shaped array (C, H, W) goes as its row-major flattening
-
-
-def _image(value: bytes | bytearray | memoryview | os.PathLike[str]) -> str:
-    data = Path(value).read_bytes() if isinstance(value, os.PathLike) else bytes(value)
-    return base64.b64encode(data).decode("ascii")
-
-
-def encode_item(item: ItemLike) -> Any:
-    """The JSON form of one item: ``{"vector": [...]}``, ``{"image": "<base64>"}`` or a dict passed on."""
-    if isinstance(item, bytes | bytearray | memoryview | os.PathLike):
-        return {"image": _image(item)}
-    if isinstance(item, Mapping):
-        out = dict(item)
-        if out.get("vector") is not None:
-            out["vector"] = _vector(out["vector"])
-        if isinstance(out.get("image"), bytes | bytearray | memoryview | os.PathLike):
-            out["image"] = _image(out["image"])
-        return out
-    if isinstance(item, np.ndarray | Sequence) and not isinstance(item, str):
-        return {"vector": _vector(item)}
-    raise TypeError(
-        f"cannot send {type(item).__name__} as an item: pass a numpy array or list of numbers, "
-        "image bytes or a Path, or a dict such as {'id': ...}"
-    )
-
-
-def encode_items(items: Items) -> list[Any]:
-    """A batch: a sequence of items, or an array with one item per row (``(n, dim)`` or ``(n, C, H, W)``)."""
-    if isinstance(items, np.ndarray):
-        if items.ndim < 2:
-            raise TypeError(
-                "pass a batch as an array with one row per item (2-D or more), or a list of items"
-            )
-        return [_vector(row) for row in items]
-    if isinstance(items, str | bytes | Mapping):
-        raise TypeError("pass a list of items, not a single item")
-    return [encode_item(item) for item in items]
-
-
-def _new_items(
-    items: Items,
-    ids: Sequence[Any] | None,
-    labels: Sequence[Any] | None,
-    metadata: Sequence[Mapping[str, Any] | None] | None,
-) -> list[Any]:
-    encoded = encode_items(items)
-    for name, values in (("ids", ids), ("labels", labels), ("metadata", metadata)):
-        if values is not None and len(values) != len(encoded):
-            raise ValueError(f"{len(values)} {name} for {len(encoded)} items")
-    out = []
-    for i, item in enumerate(encoded):
-        entry = dict(item) if isinstance(item, dict) else {"vector": item}  # a bare vector from an array
-        if ids is not None and ids[i] is not None:  # None: the service picks an id
-            entry["id"] = str(ids[i])
-        if labels is not None and labels[i] is not None:
-            entry["label"] = str(labels[i])  # labels are strings to the service; numpy ints become "3"
-        if metadata is not None and metadata[i] is not None:
-            entry["metadata"] = dict(metadata[i] or {})
-        out.append(entry)
-    return out
-
-
-def _dumps(body: Any) -> bytes:
-    try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError as exc:
-        raise ValueError(f"the request cannot be sent as JSON (NaN or Infinity in an item?): {exc}") from None
-
-
-def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Leave optional fields out, so the server's defaults apply."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _path_id(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _train_body(config: Mapping[str, Any] | TrainConfig, activate: bool) -> dict[str, Any]:
-    """A ``TrainConfig`` sends only the fields it was given, so the server's defaults fill the rest."""
-    if isinstance(config, TrainConfig):
-        body = config.model_dump(mode="json", exclude_unset=True)
-    else:
-        body = to_jsonable_python(dict(config))  # nested models (ItemsSource), paths: plain JSON
-    if activate:
-        body["activate"] = True  # else the config's own "activate" (if any) stands
-    return body
-
-
-@contextmanager
-def _open_upload(file: Upload) -> Iterator[tuple[str, bytes | BinaryIO]]:
-    """``(file name, content)`` for a multipart part: a path is opened (streamed, then closed)."""
-    if isinstance(file, tuple):
-        yield file
-        return
-    path = Path(file)
-    with path.open("rb") as content:
-        yield path.name, content
-
-
-# -- routes, described once --------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Call(Generic[T]):
-    """One request and how to read its answer; both clients send the same ``_Call`` objects."""
-
-    method: str
-    path: str
-    parse: Callable[[httpx.Response], T]
-    body: Any = None
-    params: Mapping[str, Any] | None = None
-    files: Mapping[str, Any] | None = None  # multipart parts (an upload); then ``data`` holds its form fields
-    data: Mapping[str, str] | None = None
-
-
-def _none(response: httpx.Response) -> None:
-    return None
-
-
-def _json(response: httpx.Response) -> Any:
-    return response.json()
-
-
-class _Calls:
-    """Builders for every route of the current API (a new route: add it here, then to both clients)."""
-
-    @staticmethod
-    def embed(items: Items) -> _Call[Embeddings]:
-        return _Call("POST", "/embed", _embeddings, {"items": encode_items(items)})
-
-    @staticmethod
+    @route
     def add_items(
+        self,
         items: Items,
-        ids: Sequence[str] | None,
-        labels: Sequence[str | None] | None,
-        metadata: Sequence[Mapping[str, Any] | None] | None,
-        upsert: bool,
-    ) -> _Call[list[str]]:
-        body = {"items": _new_items(items, ids, labels, metadata)}
-        params = {"upsert": "true"} if upsert else None
-        return _Call("POST", "/items", lambda r: list(r.json()["ids"]), body, params)
+        *,
+        ids: Sequence[str | None] | None = None,
+        labels: Sequence[str | None] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        upsert: bool = False,
+    ) -> Flow[list[str]]:
+        """Store and index items (all or nothing); returns their ids. Existing ids: 409 unless ``upsert``."""
+        body = {"items": new_items(items, ids, labels, metadata)}
+        response = yield Request("POST", self._at("/items"), body, flags(upsert=upsert))
+        return list(response.json()["ids"])
 
-    @staticmethod
-    def get_item(item_id: str, include_input: bool, include_embedding: bool) -> _Call[Item]:
-        params = {
-            name: "true"
-            for name, on in (("include_input", include_input), ("include_embedding", include_embedding))
-            if on
-        }
-        return _Call("GET", f"/items/{_path_id(item_id)}", lambda r: _item(r.json()), params=params)
+    @route
+    def get_item(
+        self, item_id: str, *, include_input: bool = False, include_embedding: bool = False
+    ) -> Flow[Item]:
+        """One stored item."""
+        params = flags(include_input=include_input, include_embedding=include_embedding)
+        response = yield Request("GET", self._at(f"/items/{path_id(item_id)}"), params=params)
+        return item(response.json())
 
-    @staticmethod
-    def delete_item(item_id: str) -> _Call[None]:
-        return _Call("DELETE", f"/items/{_path_id(item_id)}", _none)
+    @route
+    def delete_item(self, item_id: str) -> Flow[None]:
+        """Delete an item and its vector."""
+        yield Request("DELETE", self._at(f"/items/{path_id(item_id)}"))
 
-    @staticmethod
-    def list_items(label: str | None, limit: int, offset: int) -> _Call[ItemPage]:
-        params = _drop_none({"label": label, "limit": limit, "offset": offset})
-        return _Call("GET", "/items", _item_page, params=params)
+    @route
+    def list_items(self, *, label: str | None = None, limit: int = 100, offset: int = 0) -> Flow[ItemPage]:
+        """One page of stored items, oldest first."""
+        params = drop_none({"label": label, "limit": limit, "offset": offset})
+        response = yield Request("GET", self._at("/items"), params=params)
+        return item_page(response)
 
-    @staticmethod
-    def search(item: ItemLike, k: int, label: str | None) -> _Call[SearchResponse]:
-        body = _drop_none({"item": encode_item(item), "k": k, "label": label})
-        return _Call("POST", "/search", _model(SearchResponse), body)
+    @iterator_route
+    def iter_items(self, *, label: str | None = None, page_size: int = 1000) -> Stream[Item]:
+        """Every stored item (optionally with one label), page by page."""
+        offset = 0
+        while True:
+            page = yield from ItemRoutes.list_items(self, label=label, limit=page_size, offset=offset)
+            for one in page.items:
+                yield Emit(one)
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
 
-    @staticmethod
-    def similarity(a: ItemLike, b: ItemLike) -> _Call[SimilarityResponse]:
+    @route
+    def clear(self) -> Flow[int]:
+        """Delete every item of the collection (its model stays); returns how many there were."""
+        response = yield Request("DELETE", self._at("/items"), params={"all": "true"})
+        return int(response.json()["deleted"])
+
+    @route
+    def search(self, item: ItemLike, *, k: int = 10, label: str | None = None) -> Flow[SearchResponse]:
+        """The k nearest indexed items to an item (or to ``{"id": ...}``)."""
+        body = drop_none({"item": encode_item(item), "k": k, "label": label})
+        return parse(SearchResponse, (yield Request("POST", self._at("/search"), body)))
+
+    @route
+    def similarity(self, a: ItemLike, b: ItemLike) -> Flow[SimilarityResponse]:
+        """Distance and similarity of two items."""
         body = {"a": encode_item(a), "b": encode_item(b)}
-        return _Call("POST", "/similarity", _model(SimilarityResponse), body)
+        return parse(SimilarityResponse, (yield Request("POST", self._at("/similarity"), body)))
 
-    @staticmethod
-    def verify(a: ItemLike, b: ItemLike, threshold: float | None) -> _Call[VerifyResponse]:
-        body = _drop_none({"a": encode_item(a), "b": encode_item(b), "threshold": threshold})
-        return _Call("POST", "/verify", _model(VerifyResponse), body)
+    @route
+    def verify(self, a: ItemLike, b: ItemLike, *, threshold: float | None = None) -> Flow[VerifyResponse]:
+        """Whether two items are the same (distance <= threshold; default the card's)."""
+        body = drop_none({"a": encode_item(a), "b": encode_item(b), "threshold": threshold})
+        return parse(VerifyResponse, (yield Request("POST", self._at("/verify"), body)))
 
-    @staticmethod
-    def classify(items: Items, k: int, weighting: str, threshold: float | None) -> _Call[ClassifyResponse]:
-        body = _drop_none(
-            {"items": encode_items(items), "k": k, "weighting": weighting, "threshold": threshold}
+    @route
+    def classify(
+        self, items: Items, *, k: int = 5, weighting: Weighting = "uniform", threshold: float | None = None
+    ) -> Flow[ClassifyResponse]:
+        """Label items by a vote of their k nearest labelled items."""
+        body = {"items": encode_items(items), "k": k, "weighting": weighting, "threshold": threshold}
+        return parse(ClassifyResponse, (yield Request("POST", self._at("/classify"), drop_none(body))))
+
+
+# -- one collection --------------------------------------------------------------------------------------
+class CollectionRoutes(ItemRoutes):
+    """The item routes inside one collection, plus its model: activate, wait, roll back, history."""
+
+    name: str
+
+    @route
+    def info(self) -> Flow[CollectionOut]:
+        """The collection: active model, rollback target, size, index and latest activation."""
+        return parse(CollectionOut, (yield Request("GET", self._prefix)))
+
+    @route
+    def activate(self, model: str, *, force: bool = False) -> Flow[ActivationAccepted]:
+        """Start putting a registered model live here: ``activating`` while it re-embeds the items
+        (follow it with ``wait_active``), ``active`` if it already is. A ``ConflictError`` when the
+        promotion gate finds it worse than the active model (its ``detail`` names both models' numbers),
+        unless ``force``, or when the model cannot read the stored items."""
+        body = {"model": model, **({"force": True} if force else {})}
+        return parse(ActivationAccepted, (yield Request("POST", self._at("/activate"), body)))
+
+    @route
+    def wait_active(self, model: str, timeout: float = 120.0, interval: float = 0.1) -> Flow[CollectionOut]:
+        """Poll the collection until ``model`` serves it and its activation is over. If that activation
+        failed or was refused (also one a job's ``activate`` started): ``ActivationFailedError``; if it
+        takes longer than ``timeout``: TimeoutError."""
+
+        def over(collection: CollectionOut) -> bool:
+            latest = collection.activation
+            if latest is not None and latest.model == model and latest.status in ("failed", "refused"):
+                raise ActivationFailedError(model, f"{latest.status}: {latest.error or 'no reason given'}")
+            return collection.model == model and (latest is None or latest.status != "activating")
+
+        return (
+            yield from poll(
+                lambda: CollectionRoutes.info(self),
+                over,
+                timeout,
+                interval,
+                lambda c: f"model {model} not active in collection {c.name!r}",
+            )
         )
-        return _Call("POST", "/classify", _model(ClassifyResponse), body)
 
-    @staticmethod
-    def models() -> _Call[list[ModelOut]]:
-        return _Call("GET", "/models", lambda r: _MODELS.validate_json(r.content))
+    @route
+    def rollback(self) -> Flow[ActivationAccepted]:
+        """Back to the model active before the last activation, at once (its index was kept); a
+        ``ConflictError`` when there is none."""
+        return parse(ActivationAccepted, (yield Request("POST", self._at("/rollback"))))
 
-    @staticmethod
-    def model(model_id: str) -> _Call[ModelOut]:
-        return _Call("GET", f"/models/{_path_id(model_id)}", _model(ModelOut))
-
-    @staticmethod
-    def activate_model(model_id: str) -> _Call[ActivationOut]:
-        return _Call("POST", f"/models/{_path_id(model_id)}/activate", _model(ActivationOut))
-
-    @staticmethod
-    def model_report(model_id: str) -> _Call[ReportOut]:
-        return _Call("GET", f"/models/{_path_id(model_id)}/report", _model(ReportOut))
-
-    @staticmethod
-    def train(config: Mapping[str, Any] | TrainConfig, activate: bool) -> _Call[JobCreated]:
-        return _Call("POST", "/train", _model(JobCreated), _train_body(config, activate))
-
-    @staticmethod
-    def jobs(status: JobStatus | None, limit: int, offset: int) -> _Call[JobList]:
-        params = _drop_none({"status": status, "limit": limit, "offset": offset})
-        return _Call("GET", "/jobs", _model(JobList), params=params)
-
-    @staticmethod
-    def job(job_id: str) -> _Call[JobOut]:
-        return _Call("GET", f"/jobs/{_path_id(job_id)}", _model(JobOut))
-
-    @staticmethod
-    def cancel_job(job_id: str) -> _Call[JobOut]:
-        return _Call("POST", f"/jobs/{_path_id(job_id)}/cancel", _model(JobOut))
-
-    @staticmethod
-    def upload_dataset(upload: tuple[str, bytes | BinaryIO], label_column: str | None) -> _Call[DatasetOut]:
-        form = _drop_none({"label_column": label_column})
-        return _Call("POST", "/datasets", _model(DatasetOut), files={"file": upload}, data=form)
-
-    @staticmethod
-    def datasets() -> _Call[list[DatasetOut]]:
-        return _Call("GET", "/datasets", lambda r: _DATASETS.validate_json(r.content))
-
-    @staticmethod
-    def dataset(dataset_id: str) -> _Call[DatasetOut]:
-        return _Call("GET", f"/datasets/{_path_id(dataset_id)}", _model(DatasetOut))
-
-    @staticmethod
-    def health() -> _Call[dict[str, Any]]:
-        return _Call("GET", "/health", _json)
-
-    @staticmethod
-    def ready() -> _Call[Ready]:
-        return _Call("GET", "/ready", _model(Ready))
-
-    @staticmethod
-    def info() -> _Call[Info]:
-        return _Call("GET", "/info", _model(Info))
-
-    @staticmethod
-    def metrics() -> _Call[str]:
-        return _Call("GET", "/metrics", lambda r: r.text)
+    @route
+    def history(self) -> Flow[list[HistoryEntry]]:
+        """Activations and rollbacks, newest first: model, when, by whom, outcome, the gate's numbers."""
+        return parse_list(HistoryEntry, (yield Request("GET", self._at("/history"))))
 
 
-def _job_over(job: JobOut) -> bool:
-    return job.status in JOB_OVER
+# -- the whole service -------------------------------------------------------------------------------------
+class ServiceRoutes(ItemRoutes):
+    """Routes of the whole service: collections, models, training jobs, data sets, health; its own item
+    routes mean the collection ``default``."""
 
+    _prefix = ""
 
-def _still(job: JobOut) -> str:
-    return f"job {job.id} still {job.status}"
+    # collections
+    @route
+    def collections(self) -> Flow[list[CollectionOut]]:
+        """Every collection with its size and active model."""
+        return parse_list(CollectionOut, (yield Request("GET", "/collections")))
 
+    @route
+    def create_collection(self, name: str, model: str | None = None) -> Flow[CollectionOut]:
+        """A new, empty collection; with ``model`` (a registered model id) it takes items at once, without
+        it they are a ``ConflictError`` until a model is activated. An existing name: ``ConflictError``."""
+        body = drop_none({"name": name, "model": model})
+        return parse(CollectionOut, (yield Request("POST", "/collections", body)))
 
-def _not_active(model: ModelOut) -> str:
-    return f"model {model.id} not active"
+    @route
+    def delete_collection(self, name: str) -> Flow[None]:
+        """Delete a collection with its items, index and history (``default`` can only be emptied)."""
+        yield Request("DELETE", f"/collections/{path_id(name)}")
+
+    # models
+    @route
+    def models(self) -> Flow[list[ModelOut]]:
+        """Registered models, newest first."""
+        return parse_list(ModelOut, (yield Request("GET", "/models")))
+
+    @route
+    def model(self, model_id: str) -> Flow[ModelOut]:
+        """One registered model, with the collections it serves and its latest activation."""
+        return parse(ModelOut, (yield Request("GET", f"/models/{path_id(model_id)}")))
+
+    @route
+    def activate_model(self, model_id: str) -> Flow[ActivationOut]:
+        """Start activating a model in ``default`` (``status`` 'activating' while it re-embeds, 'active' when
+        done); ``collection(name).activate(model_id)`` for another collection."""
+        return parse(ActivationOut, (yield Request("POST", f"/models/{path_id(model_id)}/activate")))
+
+    @route
+    def wait_active(self, model_id: str, timeout: float = 120.0, interval: float = 0.1) -> Flow[ModelOut]:
+        """Poll ``/models/{id}`` until the model is active in ``default`` and its activation has finished.
+
+        ``active`` turns true a moment before the activation ends (it still writes the index snapshot),
+        and another activation started in between is a 409; so this also waits for ``activation``.
+        A failed or refused activation raises ``ActivationFailedError`` (its ``reason``), a slow one
+        TimeoutError. For another collection: ``collection(name).wait_active(model_id)``.
+        """
+        return (
+            yield from poll(
+                lambda: ServiceRoutes.model(self, model_id),
+                _activation_over,
+                timeout,
+                interval,
+                lambda m: f"model {m.id} not active",
+            )
+        )
+
+    @route
+    def model_report(self, model_id: str) -> Flow[ReportOut]:
+        """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
+        return parse(ReportOut, (yield Request("GET", f"/models/{path_id(model_id)}/report")))
+
+    # training
+    @route
+    def train(
+        self,
+        config: Mapping[str, Any] | TrainConfig,
+        *,
+        activate: bool = False,
+        collection: str | None = None,
+        force: bool = False,
+    ) -> Flow[JobCreated]:
+        """Queue a training job (the trainer's config: a dict or ``TrainConfig``); the whole config is
+        checked now (422/409), the job runs on the service's worker. Follow it with ``wait_job``.
+
+        With ``activate`` the finished model is activated in ``collection`` (default ``default``), past the
+        promotion gate with ``force``; a dataset ``{"source": "items", "collection": name}`` trains on
+        that collection's labelled items."""
+        body = train_body(config, activate, collection, force)
+        return parse(JobCreated, (yield Request("POST", "/train", body)))
+
+    @route
+    def jobs(self, *, status: JobStatus | None = None, limit: int = 100, offset: int = 0) -> Flow[JobList]:
+        """One page of training jobs, newest first (optionally of one status)."""
+        params = drop_none({"status": status, "limit": limit, "offset": offset})
+        return parse(JobList, (yield Request("GET", "/jobs", params=params)))
+
+    @route
+    def job(self, job_id: str) -> Flow[JobOut]:
+        """One job: status, progress, per-epoch metrics, log tail, error, resulting model."""
+        return parse(JobOut, (yield Request("GET", f"/jobs/{path_id(job_id)}")))
+
+    @route
+    def cancel_job(self, job_id: str) -> Flow[JobOut]:
+        """Cancel a queued job at once, or ask a running one to stop; a finished one is a 409."""
+        return parse(JobOut, (yield Request("POST", f"/jobs/{path_id(job_id)}/cancel")))
+
+    @route
+    def wait_job(self, job_id: str, timeout: float = 3600.0, interval: float = 1.0) -> Flow[JobOut]:
+        """Poll ``/jobs/{id}`` until the job is over (succeeded, failed or cancelled), or TimeoutError.
+
+        A failed or cancelled job is returned, not raised: check ``status`` and ``error``. With
+        ``activate``, the activation follows the job: ``wait_active(job.model_id)`` waits for it too.
+        """
+        return (
+            yield from poll(
+                lambda: ServiceRoutes.job(self, job_id),
+                lambda job: job.status in JOB_OVER,
+                timeout,
+                interval,
+                lambda job: f"job {job.id} still {job.status}",
+            )
+        )
+
+    # data sets
+    @route
+    def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> Flow[DatasetOut]:
+        """Upload a .npz (x, y[, label_names]) or .csv data set, checked as the trainer would load it;
+        train on it with ``train({"dataset": out.id})``. ``label_column`` names a .csv's labels (the
+        service keeps the validated .npz, so ``train`` needs no ``label_column``)."""
+        form = drop_none({"label_column": label_column})
+        with open_upload(file) as upload:
+            response = yield Request("POST", "/datasets", files={"file": upload}, data=form)
+        return parse(DatasetOut, response)
+
+    @route
+    def datasets(self) -> Flow[list[DatasetOut]]:
+        """Uploaded data sets, newest first."""
+        return parse_list(DatasetOut, (yield Request("GET", "/datasets")))
+
+    @route
+    def dataset(self, dataset_id: str) -> Flow[DatasetOut]:
+        """One uploaded data set."""
+        return parse(DatasetOut, (yield Request("GET", f"/datasets/{path_id(dataset_id)}")))
+
+    # health
+    @route
+    def health(self) -> Flow[dict[str, Any]]:
+        """Liveness (needs no API key)."""
+        response: httpx.Response = yield Request("GET", "/health")
+        return dict(response.json())
+
+    @route
+    def ready(self) -> Flow[Ready]:
+        """Readiness; ``UnavailableError`` (503) while ``default`` has no model."""
+        return parse(Ready, (yield Request("GET", "/ready")))
+
+    @route
+    def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> Flow[Ready]:
+        """Poll ``/ready`` until it answers 200 (connection errors and 503 are retried), or TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return (yield from ServiceRoutes.ready(self))
+            except (httpx.TransportError, UnavailableError):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"service not ready after {timeout}s") from None
+            yield Sleep(interval)
+
+    @route
+    def info(self) -> Flow[Info]:
+        """Versions, the default collection's model card and index, every collection, the limits."""
+        return parse(Info, (yield Request("GET", "/info")))
+
+    @route
+    def metrics(self) -> Flow[str]:
+        """Prometheus metrics, as text."""
+        response: httpx.Response = yield Request("GET", "/metrics")
+        return response.text
 
 
 def _activation_over(model: ModelOut) -> bool:
@@ -569,38 +484,6 @@ def _activation_over(model: ModelOut) -> bool:
     return model.active and status != "activating"
 
 
-def _poll(
-    fetch: Callable[[], T],
-    over: Callable[[T], bool],
-    timeout: float,
-    interval: float,
-    what: Callable[[T], str],
-) -> T:
-    """Call ``fetch`` every ``interval`` seconds until ``over`` holds; TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not over(value := fetch()):
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what(value)} after {timeout}s")
-        time.sleep(interval)
-    return value
-
-
-async def _apoll(
-    fetch: Callable[[], Awaitable[T]],
-    over: Callable[[T], bool],
-    timeout: float,
-    interval: float,
-    what: Callable[[T], str],
-) -> T:
-    """``_poll`` for the async client."""
-    deadline = time.monotonic() + timeout
-    while not over(value := await fetch()):
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what(value)} after {timeout}s")
-        await asyncio.sleep(interval)
-    return value
-
-
 def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str, str]:
     out = {"accept": "application/json", **(headers or {})}
     if api_key is not None:
@@ -608,19 +491,32 @@ def _headers(api_key: str | None, headers: Mapping[str, str] | None) -> dict[str
     return out
 
 
-def _request_args(json_body: Any, params: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    args: dict[str, Any] = {"params": params, **kwargs}
-    if json_body is not None:
-        args["content"] = _dumps(json_body)
-        args["headers"] = {"content-type": "application/json", **(kwargs.get("headers") or {})}
-    return args
+# -- the clients: the routes above, bound to a driver ---------------------------------------------------
+class Collection(CollectionRoutes, SyncSender):
+    """One collection of a ``Client`` (``client.collection(name)``); shares its connections."""
+
+    def __init__(self, http: httpx.Client, name: str) -> None:
+        self._http = http
+        self.name = name
+        self._prefix = f"/collections/{path_id(name)}"
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r})"
 
 
-Weighting = Literal["uniform", "distance"]
+class AsyncCollection(CollectionRoutes, AsyncSender):
+    """One collection of an ``AsyncClient``: the same methods as ``Collection``, awaited."""
+
+    def __init__(self, http: httpx.AsyncClient, name: str) -> None:
+        self._http = http
+        self.name = name
+        self._prefix = f"/collections/{path_id(name)}"
+
+    def __repr__(self) -> str:
+        return f"AsyncCollection({self.name!r})"
 
 
-# -- sync --------------------------------------------------------------------------------------------
-class Client:
+class Client(ServiceRoutes, SyncSender):
     """Synchronous client; use as a context manager (or call ``close``) to release the connection pool."""
 
     def __init__(
@@ -645,177 +541,12 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """Send one request (``json`` serialised strictly, no NaN); raise ``ApiError`` unless 2xx."""
-        response = self._http.request(method, path, **_request_args(json, params, kwargs))
-        _raise_for_status(response)
-        return response
-
-    def _send(self, call: _Call[T]) -> T:
-        response = self._request(
-            call.method, call.path, json=call.body, params=call.params, files=call.files, data=call.data
-        )
-        return call.parse(response)
-
-    def embed(self, items: Items) -> Embeddings:
-        """Embed items with the active model; nothing is stored."""
-        return self._send(_Calls.embed(items))
-
-    def add_items(
-        self,
-        items: Items,
-        *,
-        ids: Sequence[str] | None = None,
-        labels: Sequence[str | None] | None = None,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-        upsert: bool = False,
-    ) -> list[str]:
-        """Store and index items (all or nothing); returns their ids. Existing ids: 409 unless ``upsert``."""
-        return self._send(_Calls.add_items(items, ids, labels, metadata, upsert))
-
-    def get_item(self, item_id: str, *, include_input: bool = False, include_embedding: bool = False) -> Item:
-        """One stored item."""
-        return self._send(_Calls.get_item(item_id, include_input, include_embedding))
-
-    def delete_item(self, item_id: str) -> None:
-        """Delete an item and its vector."""
-        self._send(_Calls.delete_item(item_id))
-
-    def list_items(self, *, label: str | None = None, limit: int = 100, offset: int = 0) -> ItemPage:
-        """One page of stored items, oldest first."""
-        return self._send(_Calls.list_items(label, limit, offset))
-
-    def iter_items(self, *, label: str | None = None, page_size: int = 1000) -> Iterator[Item]:
-        """Every stored item (optionally with one label), page by page."""
-        offset = 0
-        while True:
-            page = self.list_items(label=label, limit=page_size, offset=offset)
-            yield from page.items
-            offset += len(page.items)
-            if not page.items or offset >= page.total:
-                return
-
-    def search(self, item: ItemLike, *, k: int = 10, label: str | None = None) -> SearchResponse:
-        """The k nearest indexed items to an item (or to ``{"id": ...}``)."""
-        return self._send(_Calls.search(item, k, label))
-
-    def similarity(self, a: ItemLike, b: ItemLike) -> SimilarityResponse:
-        """Distance and similarity of two items."""
-        return self._send(_Calls.similarity(a, b))
-
-    def verify(self, a: ItemLike, b: ItemLike, *, threshold: float | None = None) -> VerifyResponse:
-        """Whether two items are the same (distance <= threshold; default the card's)."""
-        return self._send(_Calls.verify(a, b, threshold))
-
-    def classify(
-        self, items: Items, *, k: int = 5, weighting: Weighting = "uniform", threshold: float | None = None
-    ) -> ClassifyResponse:
-        """Label items by a vote of their k nearest labelled items."""
-        return self._send(_Calls.classify(items, k, weighting, threshold))
-
-    def models(self) -> list[ModelOut]:
-        """Registered models, newest first."""
-        return self._send(_Calls.models())
-
-    def model(self, model_id: str) -> ModelOut:
-        """One registered model, with its activation progress."""
-        return self._send(_Calls.model(model_id))
-
-    def activate_model(self, model_id: str) -> ActivationOut:
-        """Start activating a model (``status`` 'activating' while it re-embeds, 'active' when done)."""
-        return self._send(_Calls.activate_model(model_id))
-
-    def wait_active(self, model_id: str, timeout: float = 120.0, interval: float = 0.1) -> ModelOut:
-        """Poll ``/models/{id}`` until the model is active and its activation has finished.
-
-        ``active`` turns true a moment before the activation ends (it still writes the index snapshot),
-        and another activation started in between is a 409; so this also waits for ``activation``.
-        A failed activation raises ``ActivationFailedError`` (its ``reason``), a slow one TimeoutError.
-        """
-        return _poll(lambda: self.model(model_id), _activation_over, timeout, interval, _not_active)
-
-    def model_report(self, model_id: str) -> ReportOut:
-        """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
-        return self._send(_Calls.model_report(model_id))
-
-    def train(self, config: Mapping[str, Any] | TrainConfig, *, activate: bool = False) -> JobCreated:
-        """Queue a training job (the trainer's config: a dict or ``TrainConfig``); the whole config is
-        checked now (422/409), the job runs on the service's worker. Follow it with ``wait_job``."""
-        return self._send(_Calls.train(config, activate))
-
-    def jobs(self, *, status: JobStatus | None = None, limit: int = 100, offset: int = 0) -> JobList:
-        """One page of training jobs, newest first (optionally of one status)."""
-        return self._send(_Calls.jobs(status, limit, offset))
-
-    def job(self, job_id: str) -> JobOut:
-        """One job: status, progress, per-epoch metrics, log tail, error, resulting model."""
-        return self._send(_Calls.job(job_id))
-
-    def cancel_job(self, job_id: str) -> JobOut:
-        """Cancel a queued job at once, or ask a running one to stop; a finished one is a 409."""
-        return self._send(_Calls.cancel_job(job_id))
-
-    def wait_job(self, job_id: str, timeout: float = 3600.0, interval: float = 1.0) -> JobOut:
-        """Poll ``/jobs/{id}`` until the job is over (succeeded, failed or cancelled), or TimeoutError.
-
-        A failed or cancelled job is returned, not raised: check ``status`` and ``error``. With
-        ``activate``, the activation follows the job: ``wait_active(job.model_id)`` waits for it too.
-        """
-        return _poll(lambda: self.job(job_id), _job_over, timeout, interval, _still)
-
-    def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
-        """Upload a .npz (x, y[, label_names]) or .csv data set, checked as the trainer would load it;
-        train on it with ``train({"dataset": out.id})``. ``label_column`` names a .csv's labels (the
-        service keeps the validated .npz, so ``train`` needs no ``label_column``)."""
-        with _open_upload(file) as upload:
-            return self._send(_Calls.upload_dataset(upload, label_column))
-
-    def datasets(self) -> list[DatasetOut]:
-        """Uploaded data sets, newest first."""
-        return self._send(_Calls.datasets())
-
-    def dataset(self, dataset_id: str) -> DatasetOut:
-        """One uploaded data set."""
-        return self._send(_Calls.dataset(dataset_id))
-
-    def health(self) -> dict[str, Any]:
-        """Liveness (needs no API key)."""
-        return self._send(_Calls.health())
-
-    def ready(self) -> Ready:
-        """Readiness; ``UnavailableError`` (503) without a model."""
-        return self._send(_Calls.ready())
-
-    def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> Ready:
-        """Poll ``/ready`` until it answers 200 (connection errors and 503 are retried), or TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self.ready()
-            except (httpx.TransportError, UnavailableError):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"service not ready after {timeout}s") from None
-            time.sleep(interval)
-
-    def info(self) -> Info:
-        """Versions, the active model's card, the index and the server's limits."""
-        return self._send(_Calls.info())
-
-    def metrics(self) -> str:
-        """Prometheus metrics, as text."""
-        return self._send(_Calls.metrics())
+    def collection(self, name: str) -> Collection:
+        """The item routes and the model of one collection (no request is sent until a method is called)."""
+        return Collection(self._http, name)
 
 
-# -- async -------------------------------------------------------------------------------------------
-class AsyncClient:
+class AsyncClient(ServiceRoutes, AsyncSender):
     """Asynchronous twin of ``Client``: the same methods, awaited; ``async with`` closes the pool."""
 
     def __init__(
@@ -840,150 +571,6 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """Send one request (``json`` serialised strictly, no NaN); raise ``ApiError`` unless 2xx."""
-        response = await self._http.request(method, path, **_request_args(json, params, kwargs))
-        _raise_for_status(response)
-        return response
-
-    async def _send(self, call: _Call[T]) -> T:
-        response = await self._request(
-            call.method, call.path, json=call.body, params=call.params, files=call.files, data=call.data
-        )
-        return call.parse(response)
-
-    async def embed(self, items: Items) -> Embeddings:
-        """Embed items with the active model; nothing is stored."""
-        return await self._send(_Calls.embed(items))
-
-    async def add_items(
-        self,
-        items: Items,
-        *,
-        ids: Sequence[str] | None = None,
-        labels: Sequence[str | None] | None = None,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-        upsert: bool = False,
-    ) -> list[str]:
-        """Store and index items (all or nothing); returns their ids. Existing ids: 409 unless ``upsert``."""
-        return await self._send(_Calls.add_items(items, ids, labels, metadata, upsert))
-
-    async def get_item(
-        self, item_id: str, *, include_input: bool = False, include_embedding: bool = False
-    ) -> Item:
-        """One stored item."""
-        return await self._send(_Calls.get_item(item_id, include_input, include_embedding))
-
-    async def delete_item(self, item_id: str) -> None:
-        """Delete an item and its vector."""
-        await self._send(_Calls.delete_item(item_id))
-
-    async def list_items(self, *, label: str | None = None, limit: int = 100, offset: int = 0) -> ItemPage:
-        """One page of stored items, oldest first."""
-        return await self._send(_Calls.list_items(label, limit, offset))
-
-    async def search(self, item: ItemLike, *, k: int = 10, label: str | None = None) -> SearchResponse:
-        """The k nearest indexed items to an item (or to ``{"id": ...}``)."""
-        return await self._send(_Calls.search(item, k, label))
-
-    async def similarity(self, a: ItemLike, b: ItemLike) -> SimilarityResponse:
-        """Distance and similarity of two items."""
-        return await self._send(_Calls.similarity(a, b))
-
-    async def verify(self, a: ItemLike, b: ItemLike, *, threshold: float | None = None) -> VerifyResponse:
-        """Whether two items are the same (distance <= threshold; default the card's)."""
-        return await self._send(_Calls.verify(a, b, threshold))
-
-    async def classify(
-        self, items: Items, *, k: int = 5, weighting: Weighting = "uniform", threshold: float | None = None
-    ) -> ClassifyResponse:
-        """Label items by a vote of their k nearest labelled items."""
-        return await self._send(_Calls.classify(items, k, weighting, threshold))
-
-    async def models(self) -> list[ModelOut]:
-        """Registered models, newest first."""
-        return await self._send(_Calls.models())
-
-    async def model(self, model_id: str) -> ModelOut:
-        """One registered model, with its activation progress."""
-        return await self._send(_Calls.model(model_id))
-
-    async def activate_model(self, model_id: str) -> ActivationOut:
-        """Start activating a model (``status`` 'activating' while it re-embeds, 'active' when done)."""
-        return await self._send(_Calls.activate_model(model_id))
-
-    async def wait_active(self, model_id: str, timeout: float = 120.0, interval: float = 0.1) -> ModelOut:
-        """Poll ``/models/{id}`` until the model is active and its activation is over (see ``Client``)."""
-        return await _apoll(lambda: self.model(model_id), _activation_over, timeout, interval, _not_active)
-
-    async def model_report(self, model_id: str) -> ReportOut:
-        """A trained model's report (markdown) and the URLs of its plots; 404 for a model without one."""
-        return await self._send(_Calls.model_report(model_id))
-
-    async def train(self, config: Mapping[str, Any] | TrainConfig, *, activate: bool = False) -> JobCreated:
-        """Queue a training job (checked now, run by the service's worker); see ``Client.train``."""
-        return await self._send(_Calls.train(config, activate))
-
-    async def jobs(self, *, status: JobStatus | None = None, limit: int = 100, offset: int = 0) -> JobList:
-        """One page of training jobs, newest first (optionally of one status)."""
-        return await self._send(_Calls.jobs(status, limit, offset))
-
-    async def job(self, job_id: str) -> JobOut:
-        """One job: status, progress, per-epoch metrics, log tail, error, resulting model."""
-        return await self._send(_Calls.job(job_id))
-
-    async def cancel_job(self, job_id: str) -> JobOut:
-        """Cancel a queued job at once, or ask a running one to stop; a finished one is a 409."""
-        return await self._send(_Calls.cancel_job(job_id))
-
-    async def wait_job(self, job_id: str, timeout: float = 3600.0, interval: float = 1.0) -> JobOut:
-        """Poll ``/jobs/{id}`` until the job is over, or TimeoutError; a failed job is returned."""
-        return await _apoll(lambda: self.job(job_id), _job_over, timeout, interval, _still)
-
-    async def upload_dataset(self, file: Upload, *, label_column: str | None = None) -> DatasetOut:
-        """Upload a .npz or .csv data set for ``train``; see ``Client.upload_dataset``."""
-        with _open_upload(file) as upload:
-            return await self._send(_Calls.upload_dataset(upload, label_column))
-
-    async def datasets(self) -> list[DatasetOut]:
-        """Uploaded data sets, newest first."""
-        return await self._send(_Calls.datasets())
-
-    async def dataset(self, dataset_id: str) -> DatasetOut:
-        """One uploaded data set."""
-        return await self._send(_Calls.dataset(dataset_id))
-
-    async def health(self) -> dict[str, Any]:
-        """Liveness (needs no API key)."""
-        return await self._send(_Calls.health())
-
-    async def ready(self) -> Ready:
-        """Readiness; ``UnavailableError`` (503) without a model."""
-        return await self._send(_Calls.ready())
-
-    async def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> Ready:
-        """Poll ``/ready`` until it answers 200 (connection errors and 503 are retried), or TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await self.ready()
-            except (httpx.TransportError, UnavailableError):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"service not ready after {timeout}s") from None
-            await asyncio.sleep(interval)
-
-    async def info(self) -> Info:
-        """Versions, the active model's card, the index and the server's limits."""
-        return await self._send(_Calls.info())
-
-    async def metrics(self) -> str:
-        """Prometheus metrics, as text."""
-        return await self._send(_Calls.metrics())
+    def collection(self, name: str) -> AsyncCollection:
+        """The item routes and the model of one collection, awaited (``await c.collection(n).search(x)``)."""
+        return AsyncCollection(self._http, name)

@@ -1,20 +1,21 @@
 """``service.client`` end to end: Client and AsyncClient against a real ``python -m service`` process.
 
-One server (with an API key, an image model and a second registered model, and no training worker, so
-jobs stay queued) serves most of the module; each test uses its own ids and labels, and the activation
-test restores the model it started with. A second server, with a worker and no model, runs real
-training jobs on tiny configs.
+One server (with an API key, an image model active in ``default``, a second image model and three vector
+models registered, and no training worker, so jobs stay queued) serves most of the module; each test uses
+its own ids, labels and collections, and the activation test restores the model it started with. A second
+server, with a worker and no model, runs real training jobs on tiny configs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 import json
+import re
 import shutil
-import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,20 +23,30 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from service_helpers import REPO, ServerProcess, model_dir, png_b64
+import torch
+from service_helpers import LinearEncoder, ServerProcess, blobs, model_dir, png_b64
+from sklearn.datasets import load_digits
 
 from service.client import (
+    ActivationFailedError,
     ApiError,
     AsyncClient,
+    AsyncCollection,
     AuthenticationError,
     Client,
+    Collection,
+    CollectionOut,
     ConflictError,
+    HistoryEntry,
     NotFoundError,
     OverloadedError,
     TrainConfig,
+    UnavailableError,
     UnprocessableError,
     encode_items,
 )
+from trainer.card import ModelCard
+from trainer.export import write_model_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,13 +54,30 @@ KEY = "s3cret-key"
 SHAPE = (1, 4, 4)  # the toy image model: 4x4 grayscale, pixels in [0, 255]; also takes 16-float vectors
 DIM = 16
 MAIN, OTHER = "toy-img", "toy-img2"
+# vector models of 8 values for the collections: VEC_B embeds exactly as VEC does (cosine of a scaled
+# identity), so the promotion gate lets it through; VEC_BAD keeps only the noise dimensions of blobs()
+VEC, VEC_B, VEC_BAD = "toy-vec", "toy-b", "toy-bad"
+ALL_MODELS = {MAIN, OTHER, VEC, VEC_B, VEC_BAD}
+
+
+def blind_model(model_id: str, parent: Path) -> Path:
+    """A vector model that drops the three dimensions blobs() separates its classes by: worse than VEC."""
+    card = ModelCard.model_validate_json((model_dir(VEC) / "model.json").read_text())
+    encoder = LinearEncoder(torch.diag(torch.tensor([0.0, 0, 0, 1, 1, 1, 1, 1])), normalize=True)
+    card = card.model_copy(update={"model_id": model_id})
+    return write_model_dir(encoder, card, parent / model_id, torch.randn(4, 8))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("client") / "data"
-    other = model_dir(OTHER, image=SHAPE, scale=2.0)
-    shutil.copytree(other, data / "models" / OTHER)  # found and registered at start
+    for model_id, path in [
+        (OTHER, model_dir(OTHER, image=SHAPE, scale=2.0)),
+        (VEC, model_dir(VEC)),
+        (VEC_B, model_dir(VEC_B, scale=2.0)),
+        (VEC_BAD, blind_model(VEC_BAD, tmp_path_factory.mktemp("blind"))),
+    ]:
+        shutil.copytree(path, data / "models" / model_id)  # found and registered at start
     proc = ServerProcess(data, "--model", str(model_dir(MAIN, image=SHAPE)), env={"EMBED_API_KEY": KEY})
     try:
         proc.wait_ready()
@@ -96,15 +124,6 @@ def png(pixels: np.ndarray) -> bytes:
     return base64.b64decode(png_b64(pixels.reshape(4, 4).round()))
 
 
-def test_importing_the_client_pulls_in_neither_torch_nor_fastapi():
-    code = (
-        "import sys, service.client; "
-        "print([m for m in ('torch', 'fastapi', 'starlette', 'sqlalchemy') if m in sys.modules])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
 def test_service_routes(client: Client):
     assert client.health() == {"status": "ok"}
     ready = client.wait_ready(timeout=5)
@@ -114,7 +133,7 @@ def test_service_routes(client: Client):
     assert info.limits["max_items"] == 1024 and "torch" in info.versions
     assert "embed_http_requests" in client.metrics()
     models = {m.id: m for m in client.models()}
-    assert set(models) == {MAIN, OTHER}
+    assert set(models) == ALL_MODELS
     assert models[MAIN].active and not models[OTHER].active
     one = client.model(MAIN)
     assert one.active and one.card["input"]["kind"] == "image"
@@ -259,6 +278,197 @@ def test_activation_switches_models_and_back(client: Client):
     assert client.ready().model == MAIN
 
 
+class Recording(httpx.HTTPTransport):
+    """A real transport that notes each request's method and path (which routes a client called)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(f"{request.method} {request.url.path}")
+        return super().handle_request(request)
+
+
+class AsyncRecording(httpx.AsyncHTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(f"{request.method} {request.url.path}")
+        return await super().handle_async_request(request)
+
+
+def test_a_collection_scopes_every_item_route(server: ServerProcess):
+    x, y = blobs(4, seed=11)  # 12 vectors of 8 values, labels c0..c2
+    wire = Recording()
+    with Client(server.url, api_key=KEY, transport=wire) as client:
+        created = client.create_collection("faces-s", model=VEC)
+        assert isinstance(created, CollectionOut)
+        assert (created.name, created.model, created.size, created.previous_model) == (
+            "faces-s",
+            VEC,
+            0,
+            None,
+        )
+        with pytest.raises(ConflictError) as exists:
+            client.create_collection("faces-s")
+        assert "faces-s" in exists.value.detail
+        assert {"default", "faces-s"} <= {c.name for c in client.collections()}
+
+        faces = client.collection("faces-s")
+        wire.calls.clear()
+        ids = faces.add_items(x, ids=[f"f{i}" for i in range(12)], labels=y)
+        assert ids == [f"f{i}" for i in range(12)]
+        assert faces.embed(x[:2]).model == VEC
+        hits = faces.search(x[4], k=4)
+        assert (
+            hits.model == VEC and hits.neighbors[0].id == "f4" and {n.label for n in hits.neighbors} == {"c1"}
+        )
+        assert faces.similarity({"id": "f0"}, x[0]).distance < 1e-5
+        assert faces.verify({"id": "f0"}, {"id": "f1"}).same and not faces.verify({"id": "f0"}, x[8]).same
+        assert [p.label for p in faces.classify(x[[0, 4, 8]], k=3).predictions] == ["c0", "c1", "c2"]
+        assert faces.get_item("f3", include_input=True).label == "c0"
+        assert faces.list_items(label="c2").total == 4
+        assert [i.id for i in faces.iter_items(label="c1", page_size=3)] == ["f4", "f5", "f6", "f7"]
+        faces.delete_item("f11")
+        info = faces.info()
+        assert (info.name, info.model, info.size) == ("faces-s", VEC, 11)
+        scoped = "POST /collections/faces-s/"
+        assert wire.calls[:9] == [
+            f"{scoped}items",
+            f"{scoped}embed",
+            f"{scoped}search",
+            f"{scoped}similarity",
+            f"{scoped}verify",
+            f"{scoped}verify",
+            f"{scoped}classify",
+            "GET /collections/faces-s/items/f3",
+            "GET /collections/faces-s/items",
+        ]
+        assert wire.calls[-2:] == ["DELETE /collections/faces-s/items/f11", "GET /collections/faces-s"]
+
+        # the client's own item routes mean default: the collection's items are not there
+        with pytest.raises(NotFoundError):
+            client.get_item("f0")
+        assert client.list_items(label="c0").total == 0 and client.embed(patterns(1, seed=12)).model == MAIN
+
+        assert faces.clear() == 11
+        assert faces.list_items().total == 0 and faces.info().model == VEC  # emptied, its model stays
+        client.delete_collection("faces-s")
+        with pytest.raises(NotFoundError):
+            faces.info()
+        with pytest.raises(NotFoundError):
+            faces.search(x[0])
+        assert "faces-s" not in {c.name for c in client.collections()}
+
+        empty = client.collection("empty-s")
+        assert client.create_collection("empty-s").model is None
+        with pytest.raises(ConflictError):  # no model yet: it takes no items
+            empty.add_items(x[:1])
+        with pytest.raises(UnprocessableError):
+            client.create_collection("Not A Name")
+        client.delete_collection("empty-s")
+
+
+def test_collection_activate_wait_history_and_rollback(client: Client):
+    x, y = blobs(4, seed=13)
+    client.create_collection("swap-s", model=VEC)
+    swap = client.collection("swap-s")
+    swap.add_items(x, labels=y)
+    try:
+        started = swap.activate(VEC_B)
+        assert (started.status, started.model) == ("activating", VEC_B) and started.activation is not None
+        done = swap.wait_active(VEC_B, timeout=30)
+        assert (done.model, done.previous_model, done.size) == (VEC_B, VEC, 12)
+        assert done.activation is not None and done.activation.seq == started.activation
+        assert swap.embed(x[:1]).model == VEC_B
+        assert swap.activate(VEC_B).status == "active"  # already active
+
+        latest = swap.history()[0]
+        assert isinstance(latest, HistoryEntry)
+        assert (latest.model, latest.previous_model, latest.kind, latest.status) == (
+            VEC_B,
+            VEC,
+            "activation",
+            "active",
+        )
+        assert latest.requested_by == "request" and latest.done == latest.total == 12
+        gate = latest.gate or {}
+        assert gate["checked"] and gate["passed"] and gate["sample"] == 12
+        assert gate["candidate"] == gate["current"]  # the same embeddings: the same numbers
+
+        back = swap.rollback()
+        assert (back.status, back.model) == ("active", VEC)
+        assert swap.info().model == VEC and swap.info().previous_model == VEC_B
+        assert swap.history()[0].kind == "rollback" and swap.search(x[0], k=1).model == VEC
+
+        # the gate refuses a worse model, with both models' numbers; wait_active then raises
+        with pytest.raises(ConflictError) as refused:
+            swap.activate(VEC_BAD)
+        assert re.search(r"knn_accuracy 0\.\d{4} vs 1\.0000, map_at_r \d\.\d{4} vs", refused.value.detail)
+        assert f"active model {VEC}" in refused.value.detail
+        assert '"force": true' in refused.value.detail
+        entry = swap.history()[0]
+        assert (entry.model, entry.status) == (VEC_BAD, "refused") and entry.gate is not None
+        assert entry.gate["candidate"]["knn_accuracy"] < entry.gate["current"]["knn_accuracy"] == 1.0
+        with pytest.raises(ActivationFailedError) as failed:
+            swap.wait_active(VEC_BAD, timeout=5)
+        assert failed.value.model_id == VEC_BAD and failed.value.reason.startswith("refused: worse than")
+        assert swap.info().model == VEC
+
+        assert swap.activate(VEC_BAD, force=True).status == "activating"  # past the gate
+        assert swap.wait_active(VEC_BAD, timeout=30).model == VEC_BAD
+        assert swap.history()[0].gate == {**(swap.history()[0].gate or {}), "checked": False}
+        assert swap.rollback().model == VEC
+        with pytest.raises(NotFoundError):
+            swap.activate("no-such-model")
+        assert client.model(VEC).collections == ["swap-s"] and not client.model(VEC).active
+    finally:
+        client.delete_collection("swap-s")
+
+
+def test_async_collections(server: ServerProcess):
+    x, y = blobs(3, seed=14)
+
+    async def main() -> None:
+        wire = AsyncRecording()
+        async with AsyncClient(server.url, api_key=KEY, transport=wire) as c:
+            assert (await c.create_collection("faces-a", model=VEC)).model == VEC
+            faces = c.collection("faces-a")
+            assert await faces.add_items(x, ids=[f"a{i}" for i in range(9)], labels=y) == [
+                f"a{i}" for i in range(9)
+            ]
+            results = await asyncio.gather(faces.search(x[3], k=3), faces.classify(x[[0, 6]], k=3))
+            assert {n.label for n in results[0].neighbors} == {"c1"}
+            assert [p.label for p in results[1].predictions] == ["c0", "c2"]
+            assert (await faces.verify({"id": "a0"}, x[0])).same
+            assert [i.id async for i in faces.iter_items(label="c2", page_size=2)] == ["a6", "a7", "a8"]
+            assert (await faces.activate(VEC_B)).status == "activating"
+            assert (await faces.wait_active(VEC_B, timeout=30, interval=0.05)).model == VEC_B
+            assert [h.model for h in await faces.history()][:2] == [VEC_B, VEC]
+            assert (await faces.rollback()).model == VEC and (await faces.info()).model == VEC
+            with pytest.raises(ConflictError):
+                await faces.activate(VEC_BAD)
+            with pytest.raises(ActivationFailedError):
+                await faces.wait_active(VEC_BAD)
+            assert await faces.clear() == 9
+            await c.delete_collection("faces-a")
+            with pytest.raises(NotFoundError):
+                await faces.info()
+            assert "faces-a" not in {col.name for col in await c.collections()}
+        paths = {call.split(" ", 1)[1] for call in wire.calls}
+        assert {
+            "/collections/faces-a/items",
+            "/collections/faces-a/search",
+            "/collections/faces-a/classify",
+        } <= paths
+        assert not paths & {"/items", "/search", "/classify", "/verify"}  # nothing went to default
+
+    asyncio.run(main())
+
+
 def test_async_client_covers_every_route(server: ServerProcess, tmp_path: Path):
     async def main() -> None:
         x = patterns(6, seed=10)
@@ -266,7 +476,7 @@ def test_async_client_covers_every_route(server: ServerProcess, tmp_path: Path):
             assert (await c.health())["status"] == "ok"
             assert (await c.wait_ready(timeout=5)).model == MAIN
             assert (await c.info()).version and "embed_index_size" in await c.metrics()
-            assert {m.id for m in await c.models()} == {MAIN, OTHER}
+            assert {m.id for m in await c.models()} == ALL_MODELS
             assert (await c.model(MAIN)).active
 
             # concurrent requests share the micro-batcher; results keep their order
@@ -445,24 +655,43 @@ def test_dataset_uploads(client: Client, tmp_path: Path):
     assert "nope" in bad_column.value.detail
 
 
-def test_train_wait_and_report(trainer_server: ServerProcess):
-    with Client(trainer_server.url, api_key=KEY) as c:
-        created = c.train(TrainConfig(dataset="digits", name="cl-digits", **TINY))
-        job = c.wait_job(created.id, timeout=60, interval=0.2)
+def test_train_into_a_collection_wait_and_report(trainer_server: ServerProcess):
+    """The README's Python client example, with a tiny config: train into a collection, then use it."""
+    x, y = load_digits(return_X_y=True)
+    with Client(trainer_server.url, api_key=KEY) as client:
+        client.create_collection("digits")
+        config = TrainConfig(dataset="digits", name="cl-digits", **TINY)
+        created = client.train(config, activate=True, collection="digits")
+        job = client.wait_job(created.id, timeout=60, interval=0.2)
         assert job.status == "succeeded", (job.error, job.log[-2000:])
         assert job.model_id == "cl-digits" and [m["epoch"] for m in job.metrics] == [1, 2]
         assert job.result is not None and job.result["knn_5_accuracy"] > 0.6
-        assert job.activation is None  # not asked to activate
+        assert (job.collection, job.activate, job.force) == ("digits", True, False)
 
-        model = c.model("cl-digits")
-        assert not model.active and model.card["embedding_dim"] == 16
-        assert "cl-digits" in [m.id for m in c.models()]
-        report = c.model_report("cl-digits")
+        digits = client.collection("digits")
+        active = digits.wait_active(job.model_id, timeout=30, interval=0.1)
+        assert active.model == "cl-digits" and active.activation is not None
+        assert active.activation.requested_by == f"job {created.id}" and active.activation.status == "active"
+        deadline = time.monotonic() + 30  # the job's own field follows the history at housekeeping's pace
+        while (activation := client.job(created.id).activation) != "active":
+            assert activation == "activating" and time.monotonic() < deadline, activation
+            time.sleep(0.1)
+        digits.add_items(x[:500], labels=y[:500])
+        predictions = digits.classify(x[500:600], k=5).predictions
+        accuracy = np.mean([p.label == str(label) for p, label in zip(predictions, y[500:600], strict=True)])
+        assert accuracy > 0.6, accuracy
+
+        model = client.model("cl-digits")
+        assert model.collections == ["digits"] and not model.active  # not in default
+        assert model.card["embedding_dim"] == 16 and "cl-digits" in [m.id for m in client.models()]
+        with pytest.raises(UnavailableError):  # default still has no model
+            client.ready()
+        report = client.model_report("cl-digits")
         assert report.model_id == "cl-digits" and report.markdown.startswith("# Model")
         assert (
             report.files["report.md"] == "/models/cl-digits/files/report.md" and "curves.png" in report.files
         )
-        assert c.jobs(status="succeeded").jobs[0].id == created.id
+        assert client.jobs(status="succeeded").jobs[0].id == created.id
 
 
 def test_async_client_trains_on_an_upload_and_activates(trainer_server: ServerProcess, tmp_path: Path):
@@ -544,8 +773,116 @@ def test_train_sends_only_what_the_config_sets():
         c.train(TrainConfig(epochs=3, name="m"))
         c.train(TrainConfig(dataset={"source": "items"}), activate=True)  # type: ignore[arg-type]
         c.train({"epochs": 1, "activate": True})
+        c.train(TrainConfig(epochs=2), activate=True, collection="faces", force=True)
+        c.train({"dataset": {"source": "items", "collection": "faces"}, "collection": "faces"})
     assert bodies == [
         {"epochs": 3, "name": "m"},
         {"dataset": {"source": "items"}, "activate": True},
         {"epochs": 1, "activate": True},
+        {"epochs": 2, "activate": True, "collection": "faces", "force": True},
+        {"dataset": {"source": "items", "collection": "faces"}, "collection": "faces"},
     ]
+
+
+def test_wait_ready_retries_refused_connections_and_503():
+    """The flow of ``wait_ready`` catches what the driver throws into it (mock transport: no server)."""
+    answers = ["refused", "503", "200"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if answer == "refused":
+            raise httpx.ConnectError("connection refused", request=request)
+        if answer == "503":
+            return httpx.Response(503, json={"detail": "no model yet"})
+        return httpx.Response(200, json={"status": "ready", "model": "m", "index_size": 0})
+
+    with Client("http://test", transport=httpx.MockTransport(handler)) as c:
+        assert c.wait_ready(timeout=5, interval=0.01).model == "m"
+    answers[:] = ["refused", "503", "200"]
+
+    async def main() -> None:
+        async with AsyncClient("http://test", transport=httpx.MockTransport(handler)) as c:
+            assert (await c.wait_ready(timeout=5, interval=0.01)).model == "m"
+        answers[:] = ["503"]
+        async with AsyncClient("http://test", transport=httpx.MockTransport(handler)) as c:
+            with pytest.raises(TimeoutError, match="not ready after 0.05s"):
+                await c.wait_ready(timeout=0.05, interval=0.01)
+
+    asyncio.run(main())
+    assert answers == ["503"]
+
+
+def test_sync_and_async_clients_offer_the_same_methods():
+    """Both are bound from the same routes: same names, signatures and docstrings; async ones are
+    coroutine functions (or async iterators), and ``help``/``inspect`` see plain methods."""
+
+    def public(cls: type) -> dict[str, Any]:
+        return {name: getattr(cls, name) for name in dir(cls) if not name.startswith("_")}
+
+    for sync_cls, async_cls in [(Client, AsyncClient), (Collection, AsyncCollection)]:
+        sync_methods, async_methods = public(sync_cls), public(async_cls)
+        assert set(sync_methods) - {"close"} == set(async_methods) - {"aclose"}
+        for name in set(sync_methods) - {"close", "aclose", "collection"}:
+            sync_fn, async_fn = sync_methods[name], async_methods[name]
+            assert sync_fn.__doc__ and sync_fn.__doc__ == async_fn.__doc__, name
+            sync_sig, async_sig = inspect.signature(sync_fn), inspect.signature(async_fn)
+            assert sync_sig.parameters == async_sig.parameters, name
+            if name == "iter_items":
+                assert (sync_sig.return_annotation, async_sig.return_annotation) == (
+                    "Iterator[Item]",
+                    "AsyncIterator[Item]",
+                )
+            else:
+                assert sync_sig.return_annotation == async_sig.return_annotation, name
+                assert inspect.iscoroutinefunction(async_fn) and not inspect.iscoroutinefunction(sync_fn)
+    assert str(inspect.signature(Client.search)) == (
+        "(self, item: 'ItemLike', *, k: 'int' = 10, label: 'str | None' = None) -> 'SearchResponse'"
+    )
+    assert {"search", "classify", "activate", "wait_active", "rollback", "history", "info"} <= set(
+        public(Collection)
+    )
+    assert not {"train", "models", "collections"} & set(public(Collection))
+
+
+def test_collection_wait_active_raises_on_a_failed_activation():
+    """A job's activation that failed while re-embedding (mock transport: hard to provoke for real)."""
+    polls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        polls.append(request.url.path)
+        status = "activating" if len(polls) < 3 else "failed"
+        entry = {
+            "seq": 7,
+            "collection": "faces",
+            "model": "m2",
+            "previous_model": "m1",
+            "kind": "activation",
+            "requested_by": "job job-1",
+            "status": status,
+            "gate": None,
+            "error": "disk full" if status == "failed" else None,
+            "done": 1,
+            "total": 9,
+            "started_at": "2025-01-01T00:00:00Z",
+            "finished_at": None,
+        }
+        body = {
+            "name": "faces",
+            "model": "m1",
+            "previous_model": None,
+            "size": 9,
+            "index": {"type": "flat"},
+            "activation": entry,
+            "created_at": "2025-01-01T00:00:00Z",
+            "activated_at": None,
+        }
+        return httpx.Response(200, json=body)
+
+    with Client("http://test", transport=httpx.MockTransport(handler)) as c:
+        with pytest.raises(ActivationFailedError) as failed:
+            c.collection("faces").wait_active("m2", timeout=5, interval=0.01)
+        assert c.collection("faces").wait_active("m1").model == "m1"  # the model that still serves
+        with pytest.raises(TimeoutError, match="model m3 not active in collection 'faces'"):
+            c.collection("faces").wait_active("m3", timeout=0.02, interval=0.01)
+    assert (failed.value.model_id, failed.value.reason) == ("m2", "failed: disk full")
+    assert polls[:3] == ["/collections/faces"] * 3
