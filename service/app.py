@@ -200,7 +200,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Middleware(
             BodyLimitMiddleware,
             max_bytes=settings.max_body_bytes,
-            overrides={"/datasets": (settings.max_upload_bytes, "--max-upload-bytes")},
+            overrides={
+                "/datasets": (settings.max_upload_bytes, "--max-upload-bytes"),
+                "*/items/import": (settings.max_upload_bytes, "--max-upload-bytes"),
+            },
         )
     )
 

@@ -30,11 +30,13 @@ to the routes class it belongs to, and both clients have it.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
+import numpy as np
 
 from service.client_encode import (
     ItemLike,
@@ -212,6 +214,34 @@ class ItemRoutes:
             offset += len(page.items)
             if not page.items or offset >= page.total:
                 return
+
+    @route
+    def import_items(
+        self,
+        vectors: Any,
+        *,
+        ids: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+        upsert: bool = False,
+        chunk: int = 50_000,
+    ) -> Flow[int]:
+        """Bulk import rows of vectors (a 2-D array) with optional ids and labels, ``chunk`` rows per
+        request (each a .npz checked whole, then stored); returns how many were imported."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        imported = 0
+        for start in range(0, len(x), chunk):
+            arrays: dict[str, Any] = {"x": x[start : start + chunk]}
+            if ids is not None:
+                arrays["ids"] = np.asarray(ids[start : start + chunk], dtype=str)
+            if labels is not None:
+                arrays["labels"] = np.asarray(labels[start : start + chunk], dtype=str)
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            request = Request(
+                "POST", self._at("/items/import"), params=flags(upsert=upsert), content=buffer.getvalue()
+            )
+            imported += int((yield request).json()["imported"])
+        return imported
 
     @route
     def clear(self) -> Flow[int]:

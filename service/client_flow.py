@@ -66,12 +66,16 @@ class Request:
     params: Mapping[str, Any] | None = None
     files: Mapping[str, Any] | None = field(default=None, kw_only=True)  # multipart parts (an upload)
     data: Mapping[str, str] | None = field(default=None, kw_only=True)  # the multipart form's fields
+    content: bytes | None = field(default=None, kw_only=True)  # a raw body (a bulk import's .npz)
 
     def send_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"params": self.params, "files": self.files, "data": self.data}
         if self.json is not None:
             args["content"] = dumps(self.json)
             args["headers"] = {"content-type": "application/json"}
+        elif self.content is not None:
+            args["content"] = self.content
+            args["headers"] = {"content-type": "application/octet-stream"}
         return args
 
 

@@ -146,6 +146,9 @@ class Settings(WorkerSettings):
     max_items: int = Field(1024, ge=1, description="Most items per request.")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
     max_k: int = Field(1000, ge=1, description="Largest k for /search and /classify.")
+    max_import_items: int = Field(
+        200_000, ge=1, description="Most rows in one bulk import (POST .../items/import, a .npz)."
+    )
     row_cache_items: int = Field(
         200_000, ge=0, description="Item ids and labels kept in memory for /classify (0: none)."
     )

@@ -119,7 +119,7 @@ def _check_unpacked_size(path: Path, upload_limit: int) -> None:
         except (OSError, EOFError, zlib.error) as exc:
             raise _broken("the gzip'd .csv", exc) from exc
     elif path.suffix == ".npz":
-        _check_npz(path, UNPACKED_FACTOR * upload_limit)
+        check_npz(path, UNPACKED_FACTOR * upload_limit)
 
 
 def _count(stream: IO[bytes], limit: int, what: str, flag: str, start: int = 0) -> int:
@@ -138,7 +138,7 @@ def _broken(what: str, exc: BaseException) -> ServiceError:
     return ServiceError(ErrorCode.INVALID_REQUEST, f"file: {what} is corrupt ({exc})")
 
 
-def _check_npz(path: Path, limit: int) -> None:
+def check_npz(path: Path, limit: int) -> None:
     """Every member is inflated and counted (what it really unpacks to, not what the archive declares),
     and no array header may promise more bytes than its member holds: numpy would allocate them first."""
     members = _zip_members(path)
@@ -146,7 +146,7 @@ def _check_npz(path: Path, limit: int) -> None:
         return  # not a zip: np.load says what is wrong with it
     if members > NPZ_MAX_MEMBERS:
         raise ServiceError(
-            ErrorCode.INVALID_REQUEST, f"file: the .npz holds {members} arrays; expected x, y[, label_names]"
+            ErrorCode.INVALID_REQUEST, f"file: the .npz holds {members} arrays; more than {NPZ_MAX_MEMBERS}"
         )
     inflated = 0
     try:

@@ -62,13 +62,14 @@ class BodyLimitMiddleware:
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.overrides = overrides or {}  # path -> (limit, flag): uploads get their own, larger limit
+        # path or path ending -> (limit, flag): uploads and imports get their own, larger limit
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, flag = self.overrides.get(scope["path"], (self.max_bytes, "--max-body-bytes"))
+        limit, flag = self._limit(scope["path"])
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, _too_large(limit, flag))
@@ -96,6 +97,12 @@ class BodyLimitMiddleware:
             if started or exc.code is not ErrorCode.TOO_LARGE:
                 raise
             await self._reject(scope, receive, send, exc)
+
+    def _limit(self, path: str) -> tuple[int, str]:
+        for ending, limit in self.overrides.items():
+            if path == ending or (ending.startswith("*") and path.endswith(ending[1:])):
+                return limit
+        return self.max_bytes, "--max-body-bytes"
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, err: ServiceError) -> None:
         response = OrjsonResponse(

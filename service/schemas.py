@@ -308,6 +308,11 @@ class CreateItemsResponse(BaseModel):
     ids: list[str]
 
 
+class ImportResponse(BaseModel):
+    imported: int = Field(description="rows stored")
+    ids: list[str] | None = Field(None, description="the ids given to the rows, when the file had none")
+
+
 class ItemOut(BaseModel):
     id: str
     label: str | None

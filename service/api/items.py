@@ -1,15 +1,18 @@
 """Items of a collection: store (embedded and indexed), read, list, delete."""
 
 import base64
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from service import importer
 from service.api.deps import OrjsonRoute, ServiceDep, check_count, release_body
 from service.catalogue import Catalogue
 from service.errors import ErrorCode, ServiceError
@@ -19,6 +22,7 @@ from service.schemas import (
     DECIMAL_DIGITS,
     CreateItemsRequest,
     CreateItemsResponse,
+    ImportResponse,
     ItemList,
     ItemOut,
     NewItem,
@@ -84,6 +88,18 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
             return await run_in_threadpool(catalogue.add, runtime, rows, embeddings, upsert)
 
         return OrjsonResponse({"ids": await retry_on_model_change(attempt)}, status_code=201)
+
+    @router.post("/import", status_code=201, response_model=ImportResponse)
+    async def import_items(
+        service: ServiceDep, catalogue: CatalogueDep, request: Request, upsert: bool = False
+    ) -> dict[str, Any]:
+        """Bulk import: the body is a .npz of ``x`` (rows of vectors) and optional ``ids`` and ``labels``
+        (string arrays); all checked before anything is written, then stored in chunks."""
+        with tempfile.NamedTemporaryFile(prefix="import-", suffix=".npz") as spool:
+            async for chunk in request.stream():  # the body limit counts what arrives
+                spool.write(chunk)
+            spool.flush()
+            return await run_in_threadpool(importer.import_npz, service, catalogue, Path(spool.name), upsert)
 
     @router.get("", response_model=ItemList)
     def read_items(
