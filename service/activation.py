@@ -374,8 +374,19 @@ class Activations:
             return history_view(row) if row is not None else None
 
     def interrupted_by_restart(self) -> None:
-        """Activations this process ran and a restart cut short end ``failed`` (the old model serves on)."""
+        """Activations a restart cut short end ``failed`` (the old model serves on), and the embeddings they
+        had stored for the new model go, unless it still serves or is the rollback target."""
         with self.db.session() as session:
+            cut = session.execute(
+                select(ActivationRow.collection, ActivationRow.model_id).where(
+                    ActivationRow.status == ActivationStatus.ACTIVATING.value
+                )
+            ).all()
+            for collection, model_id in cut:
+                row = session.get(CollectionRow, collection)
+                if row is not None and model_id not in (row.model_id, row.previous_model_id):
+                    keep = [m for m in (row.model_id, row.previous_model_id) if m]
+                    items.drop_other_embeddings(session, collection, keep)
             session.execute(
                 update(ActivationRow)
                 .where(ActivationRow.status == ActivationStatus.ACTIVATING.value)

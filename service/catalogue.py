@@ -137,11 +137,7 @@ class Catalogue:
             return
         encoder = self._load_encoder(model_id)
         seen_key, seen_removal = self._watermarks()
-        self._embed_missing(encoder)  # rows stored without this model's embedding (outside meddling)
-        index = self.build_index(encoder)
-        with self.db.session() as session:  # an activation killed half-way leaves embeddings behind
-            items.drop_other_embeddings(session, self.name, [m for m in (model_id, previous) if m])
-            session.commit()
+        index = self.build_index(encoder, embed_missing=True)
         with self._lock.write():
             # a snapshot loaded and found up to date is not written again (a million vectors: a gigabyte)
             self.runtime = Runtime(encoder, index, snapshot_version=0 if index.from_snapshot else -1)
@@ -152,12 +148,26 @@ class Catalogue:
         with self.db.session() as session:
             return items.last_key(session, self.name), items.last_removal(session, self.name)
 
-    def build_index(self, encoder: Encoder) -> VectorIndex:
-        """This model's index for the collection: its snapshot, made to hold exactly the stored embeddings."""
+    def build_index(self, encoder: Encoder, embed_missing: bool = False) -> VectorIndex:
+        """This model's index for the collection: its snapshot, made to hold exactly the stored embeddings.
+
+        With ``embed_missing`` (at start), rows stored without this model's embedding (written behind the
+        service's back) are embedded first.
+        """
         card = encoder.card
         index = self._load_snapshot(encoder.model_id, card.embedding_dim, card.distance)
         with self.db.session() as session:
             stored = items.embedded_keys(session, self.name, encoder.model_id)
+            lacking = np.setdiff1d(items.all_keys(session, self.name), stored) if embed_missing else []
+        if len(lacking):
+            logger.warning("collection %s: embedding %d item(s) stored without one", self.name, len(lacking))
+            with self.db.session() as session:
+                rows = items.inputs_of(session, np.asarray(lacking))
+            keys, vectors = embed_rows(encoder, rows, 256)
+            with self.db.session() as session:
+                items.store_embeddings(session, encoder.model_id, keys, vectors)
+                session.commit()
+            stored = np.union1d(stored, keys)
         indexed = index.keys()
         missing = np.setdiff1d(stored, indexed, assume_unique=True)
         extra = np.setdiff1d(indexed, stored, assume_unique=True)
@@ -197,17 +207,6 @@ class Catalogue:
                     return index
                 logger.info("index type changed from %s to %s; rebuilding", index.kind, self.params.kind)
         return VectorIndex(model_id, dim, distance, self.params)
-
-    def _embed_missing(self, encoder: Encoder, batch_size: int = 256) -> None:
-        with self.db.session() as session:
-            rows = items.inputs_without_embedding(session, self.name, encoder.model_id)
-        if not rows:
-            return
-        logger.warning("collection %s: embedding %d item(s) stored without one", self.name, len(rows))
-        keys, vectors = embed_rows(encoder, rows, batch_size)
-        with self.db.session() as session:
-            items.store_embeddings(session, encoder.model_id, keys, vectors)
-            session.commit()
 
     # -- reads ---------------------------------------------------------------------------------------
     def nearest(

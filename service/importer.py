@@ -10,6 +10,7 @@ rows then commit in chunks of ``COMMIT_CHUNK``, so searches wait at most one chu
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ from service.schemas import ItemId, Label
 from service.state import Service
 
 COMMIT_CHUNK = 10_000
-EMBED_CHUNK = 4096
 _IDS = TypeAdapter(list[ItemId])
 _LABELS = TypeAdapter(list[Label])
 
@@ -89,23 +89,31 @@ def import_npz(service: Service, catalogue: Catalogue, path: Path, upsert: bool)
     if x.shape[1] != encoder.input_dim:
         raise _invalid(f"rows of x have {x.shape[1]} values; {encoder.model_id} takes {encoder.input_dim}")
     batch = x.reshape(len(x), *encoder.input_shape)
-    embeddings = np.concatenate(
-        [encoder.embed(batch[i : i + EMBED_CHUNK]) for i in range(0, len(x), EMBED_CHUNK)]
-    )
-    if not np.isfinite(embeddings).all():
-        raise _invalid("the model produced non-finite embeddings")
+    labelled = labels if labels is not None else [None] * len(x)
+
+    def embed(start: int) -> np.ndarray:
+        out = encoder.embed(batch[start : start + COMMIT_CHUNK])
+        if not np.isfinite(out).all():
+            raise _invalid(f"the model produced non-finite embeddings for rows {start} to {start + len(out)}")
+        return out
+
     stored = 0
-    try:
-        for start in range(0, len(x), COMMIT_CHUNK):
-            end = min(start + COMMIT_CHUNK, len(x))
-            labelled = labels if labels is not None else [None] * len(x)
-            rows = [NewRow(ids[i], labelled[i], None, x[i]) for i in range(start, end)]
-            catalogue.add(runtime, rows, embeddings[start:end], upsert)
-            stored = end
-    except ModelChanged:  # another model went live meanwhile: what is stored stays (it is re-embedded)
-        raise ServiceError(
-            ErrorCode.CONFLICT,
-            f"the collection's model changed during the import: {stored} of {len(x)} rows are stored; "
-            "import the file again with ?upsert=true",
-        ) from None
+    # The next chunk is embedded (torch, another core) while this one is written (SQLite).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-embed") as ahead:
+        pending = ahead.submit(embed, 0)
+        try:
+            for start in range(0, len(x), COMMIT_CHUNK):
+                embeddings = pending.result()
+                if start + COMMIT_CHUNK < len(x):
+                    pending = ahead.submit(embed, start + COMMIT_CHUNK)
+                end = start + len(embeddings)
+                rows = [NewRow(ids[i], labelled[i], None, x[i]) for i in range(start, end)]
+                catalogue.add(runtime, rows, embeddings, upsert)
+                stored = end
+        except ModelChanged:  # another model went live meanwhile: what is stored stays (it is re-embedded)
+            raise ServiceError(
+                ErrorCode.CONFLICT,
+                f"the collection's model changed during the import: {stored} of {len(x)} rows are stored; "
+                "import the file again with ?upsert=true",
+            ) from None
     return {"imported": len(x), "ids": ids if generated else None}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from service.errors import ErrorCode, ModelChanged, ServiceError
@@ -122,16 +122,49 @@ def insert_rows(
                 "created_at": now,
             }
         )
-    session.execute(insert(ItemRow.__table__), values)  # Core executemany: one C loop on SQLite
+    executemany(session, ItemRow.__table__, values)
     store_embeddings(session, model_id, np.asarray(keys, dtype=np.int64), embeddings)
     return keys
+
+
+def executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows with the driver's own executemany, values bound by each column's type.
+
+    Core ``insert()`` with a list of parameters spends ~40 us a row compiling and processing parameters
+    in Python (measured: 3.7 s of 5.5 s for 100,000 rows); this binds only the values whose type needs it
+    (times, JSON), then one C loop (SQLite) or one pipelined batch (psycopg). Plain inserts of known
+    columns only, in the session's transaction.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    binders = [(i, fn) for i, c in enumerate(columns) if (fn := c.type._cached_bind_processor(dialect))]
+    params: list[Any] = [tuple(row.values()) for row in rows]
+    if binders:
+        for n, values in enumerate(params):
+            bound = list(values)
+            for i, fn in binders:
+                if bound[i] is not None:
+                    bound[i] = fn(bound[i])
+            params[n] = tuple(bound)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "
+        f"VALUES ({', '.join([mark] * len(columns))})"
+    )
+    connection.exec_driver_sql(sql, params)
 
 
 def store_embeddings(session: Session, model_id: str, keys: np.ndarray, vectors: np.ndarray) -> None:
     if len(keys):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        session.execute(
-            insert(EmbeddingRow.__table__),
+        executemany(
+            session,
+            EmbeddingRow.__table__,
             [
                 {"key": key, "model_id": model_id, "vector": vector.tobytes()}
                 for key, vector in zip(keys.tolist(), vectors, strict=True)
@@ -139,14 +172,19 @@ def store_embeddings(session: Session, model_id: str, keys: np.ndarray, vectors:
         )
 
 
-def remove_keys(session: Session, collection: str, keys: Sequence[int]) -> None:
+def remove_keys(session: Session, collection: str, keys: Sequence[int] | np.ndarray) -> None:
     """Delete rows (their embeddings go with them) and log the removals for other replicas."""
+    keys = [int(key) for key in keys]
     if not keys:
         return
     for part in chunks(keys):
         session.execute(delete(EmbeddingRow).where(EmbeddingRow.key.in_(part)))
         session.execute(delete(ItemRow).where(ItemRow.key.in_(part)))
-    session.execute(insert(RemovalRow), [{"collection": collection, "key": key} for key in keys])
+    executemany(
+        session,
+        RemovalRow.__table__,
+        [{"collection": collection, "key": key, "at": utcnow()} for key in keys],
+    )
 
 
 def delete_collection_rows(session: Session, collection: str) -> None:
@@ -157,8 +195,15 @@ def delete_collection_rows(session: Session, collection: str) -> None:
     session.execute(delete(RemovalRow).where(RemovalRow.collection == collection))
 
 
-def all_keys(session: Session, collection: str) -> list[int]:
-    return list(session.scalars(select(ItemRow.key).where(ItemRow.collection == collection)))
+def _int_column(session: Session, sql: str, **params: Any) -> np.ndarray:
+    """One integer column, fetched by the driver straight into an array (a million keys: no ORM rows)."""
+    rows = session.execute(text(sql), params).fetchall()
+    return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+
+def all_keys(session: Session, collection: str) -> np.ndarray:
+    """Every key of the collection, ascending."""
+    return _int_column(session, 'SELECT "key" FROM items WHERE collection = :c ORDER BY "key"', c=collection)
 
 
 def drop_other_embeddings(session: Session, collection: str, keep: Sequence[str]) -> None:
@@ -234,13 +279,12 @@ def embeddings_by_id(
 
 
 def embedded_keys(session: Session, collection: str, model_id: str, after: int = 0) -> np.ndarray:
-    """Keys of this collection's rows holding an embedding under ``model_id`` (with key > ``after``)."""
-    query = (
-        select(ItemRow.key)
-        .join(EmbeddingRow, (EmbeddingRow.key == ItemRow.key) & (EmbeddingRow.model_id == model_id))
-        .where(ItemRow.collection == collection, ItemRow.key > after)
+    """Keys of the collection's rows with an embedding under ``model_id`` (key > ``after``), ascending."""
+    sql = (
+        'SELECT i."key" FROM items i JOIN embeddings e ON e."key" = i."key" AND e.model_id = :m '
+        'WHERE i.collection = :c AND i."key" > :after ORDER BY i."key"'
     )
-    return np.fromiter(session.scalars(query), dtype=np.int64)
+    return _int_column(session, sql, m=model_id, c=collection, after=after)
 
 
 def load_embeddings(

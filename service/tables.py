@@ -107,8 +107,7 @@ class ItemRow(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("collection", "id", name="uq_items_collection_id"),
-        Index("ix_items_collection_label", "collection", "label"),
-        Index("ix_items_collection_key", "collection", "key"),
+        Index("ix_items_collection_label", "collection", "label"),  # (key ranges use the primary key)
         {"sqlite_autoincrement": True},
     )
 
@@ -134,7 +133,7 @@ class EmbeddingRow(Base):
         ForeignKey("items.key", ondelete="CASCADE"),
         primary_key=True,
     )
-    model_id: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    model_id: Mapped[str] = mapped_column(String(128), primary_key=True)  # reached by key: no second index
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32
 
 
@@ -259,6 +258,7 @@ def make_engine(url: str, sqlite_synchronous: str = "full") -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
+        cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages: big index inserts stay in memory
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
