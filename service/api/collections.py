@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import CollectionDep, OrjsonRoute, ServiceDep
 from service.catalogue import Catalogue
+from service.errors import ErrorCode, ServiceError
 from service.schemas import ActivateRequest, ActivationAccepted, CollectionCreate, CollectionOut, HistoryEntry
 from service.state import Service
 from service.tables import CollectionRow
@@ -23,19 +24,21 @@ router = APIRouter(prefix="/collections", tags=["collections"], route_class=Orjs
 def collection_view(service: Service, catalogue: Catalogue) -> dict[str, Any]:
     with service.db.session() as session:
         row = session.get(CollectionRow, catalogue.name)
+    if row is None:  # deleted through another replica, not yet followed here
+        raise ServiceError(ErrorCode.NOT_FOUND, f"no collection named {catalogue.name!r} (GET /collections)")
     runtime = catalogue.runtime
     return {
         "name": catalogue.name,
         "model": catalogue.model_id,
-        "previous_model": row.previous_model_id if row else None,
+        "previous_model": row.previous_model_id,
         "size": runtime.index.size if runtime else catalogue.count(),
         "index": {
             **(runtime.index.describe() if runtime else {"type": None}),
             "configured_type": service.settings.index_type,
         },
         "activation": service.activations.latest(collection=catalogue.name),
-        "created_at": row.created_at if row else None,
-        "activated_at": row.activated_at if row else None,
+        "created_at": row.created_at,
+        "activated_at": row.activated_at,
     }
 
 
@@ -54,7 +57,13 @@ def create_collection(body: CollectionCreate, service: ServiceDep, response: Res
 @router.get("", response_model=list[CollectionOut])
 def read_collections(service: ServiceDep) -> list[dict[str, Any]]:
     """Every collection with its size and active model."""
-    return [collection_view(service, c) for c in service.collections.all()]
+    views = []
+    for catalogue in service.collections.all():
+        try:
+            views.append(collection_view(service, catalogue))
+        except ServiceError:  # deleted through another replica while we listed
+            continue
+    return views
 
 
 @router.get("/{name}", response_model=CollectionOut)

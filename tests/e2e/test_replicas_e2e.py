@@ -98,3 +98,47 @@ def test_replicas_follow_each_others_writes_deletes_and_activations(tmp_path, da
         if b is not None:
             b.stop()
     assert PASSWORD not in a.log.read_text() + b.log.read_text(), "no log shows the database password"
+
+
+def test_replicas_follow_collections_created_written_rolled_back_and_deleted_elsewhere(tmp_path):
+    data = tmp_path / "data"
+    (data / "models").mkdir(parents=True)
+    shutil.copytree(model_dir("toy-b", scale=2.0), data / "models" / "toy-b")
+    a = ServerProcess(data, "--model", str(model_dir()), env=SYNC)
+    b = None
+    try:
+        a.wait_ready()
+        b = ServerProcess(data, env=SYNC)
+        b.wait_ready()
+        ca, cb = httpx.Client(base_url=a.url, timeout=30), httpx.Client(base_url=b.url, timeout=30)
+        x, y = blobs(5, seed=3)
+        assert ca.post("/collections", json={"name": "faces", "model": "toy-vec"}).status_code == 201
+        eventually(lambda: cb.get("/collections/faces").status_code == 200, "B knows the new collection")
+        assert ca.post("/collections/faces/items", json={"items": vector_items(x, y)}).status_code == 201
+        eventually(lambda: cb.get("/collections/faces").json()["size"] == 15, "B indexes A's items")
+        assert (
+            cb.post("/collections/faces/search", json={"item": x[4].tolist(), "k": 1}).json()["neighbors"][0][
+                "id"
+            ]
+            == "i4"
+        )
+        assert cb.get("/collections/default").json()["size"] == 0, "the default collection is untouched"
+
+        # activated and rolled back on A: B follows both, no re-embedding needed
+        assert ca.post("/collections/faces/activate", json={"model": "toy-b"}).status_code == 202
+        eventually(
+            lambda: cb.get("/collections/faces").json()["model"] == "toy-b", "B follows the activation"
+        )
+        assert ca.post("/collections/faces/rollback").status_code == 200
+        eventually(
+            lambda: cb.get("/collections/faces").json()["model"] == "toy-vec", "B follows the rollback"
+        )
+        hit = cb.post("/collections/faces/search", json={"item": {"id": "i7"}, "k": 1}).json()
+        assert hit["model"] == "toy-vec" and hit["neighbors"][0]["id"] == "i7"
+
+        assert cb.request("DELETE", "/collections/faces").status_code == 204
+        eventually(lambda: ca.get("/collections/faces").status_code == 404, "A drops the deleted collection")
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
