@@ -155,9 +155,21 @@ def _csv(cast: Any) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from trainer.compare import DEFAULT_OUT, QUICK_OUT, CompareError, grid_spec, render_report, run_grid
+    from trainer.compare import (
+        QUICK_OUT,
+        REPRODUCTION,
+        CompareError,
+        default_out,
+        grid_spec,
+        render_report,
+        render_summary,
+        run_grid,
+    )
 
-    out = Path(args.out) if args.out else (QUICK_OUT if args.quick else DEFAULT_OUT)
+    if args.summary:
+        print(f"summary: {render_summary(Path(args.out) if args.out else REPRODUCTION)}")
+        return 0
+    out = Path(args.out) if args.out else QUICK_OUT if args.quick else default_out(args.dataset or "mnist-5k")
     try:
         if args.report_only:
             print(f"report: {render_report(out)}")
@@ -265,7 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-only", action="store_true", help="only regenerate the report from OUT's runs"
     )
     p_compare.add_argument(
-        "--out", help="output folder (default: docs/reproduction; runs/compare-quick with --quick)"
+        "--out",
+        help="output folder (default: docs/reproduction/<data set>; runs/compare-quick with --quick; "
+        "with --summary: the folder holding the data sets' folders, docs/reproduction)",
+    )
+    p_compare.add_argument(
+        "--summary",
+        action="store_true",
+        help="only write docs/reproduction/README.md: every data set's findings side by side",
     )
     p_compare.add_argument("--quiet", action="store_true", help="no progress output")
     p_compare.set_defaults(func=cmd_compare)

@@ -18,23 +18,25 @@ per loss and batch size), ``findings`` (the article's claims judged from them), 
 
 from trainer.compare.findings import FINDINGS, Finding, check_findings
 from trainer.compare.grid import (
-    DEFAULT_OUT,
     FULL_PRESET,
     LOSS_ORDER,
     QUICK_OUT,
     QUICK_PRESET,
+    REPRODUCTION,
     Cell,
     CompareError,
     GridSpec,
     cell_config,
+    default_out,
     grid_spec,
 )
-from trainer.compare.report import render_report
+from trainer.compare.report import render_report, render_summary
 from trainer.compare.results import group_runs, load_runs
 from trainer.compare.runner import RunSummary, machine_info, run_grid
 
 __all__ = [
-    "DEFAULT_OUT",
+    "REPRODUCTION",
+    "default_out",
     "FINDINGS",
     "FULL_PRESET",
     "LOSS_ORDER",
@@ -52,5 +54,6 @@ __all__ = [
     "load_runs",
     "machine_info",
     "render_report",
+    "render_summary",
     "run_grid",
 ]

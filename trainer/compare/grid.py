@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,7 +127,18 @@ QUICK_PRESET: dict[str, Any] = {
     "epochs": 2,
     "limit": 1000,
 }
-DEFAULT_OUT = Path("docs/reproduction")
+REPRODUCTION = Path("docs/reproduction")  # one folder per data set, and a summary of them all
+
+
+def default_out(dataset: str) -> Path:
+    """``docs/reproduction/<data set>``, the name made safe for a folder."""
+    return REPRODUCTION / (re.sub(r"[^A-Za-z0-9._-]+", "-", Path(dataset).name).strip("-") or "data")
+
+
+def has_official_test(dataset: str) -> bool:
+    """Built-ins that bring their own test split (the trainer keeps it, see ``load_test_dataset``)."""
+    return dataset == "fashion-mnist"
+
 QUICK_OUT = Path("runs/compare-quick")
 
 
