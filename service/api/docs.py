@@ -73,7 +73,7 @@ MISSING_FIELD = Problem(
 NOT_JSON_TEXT = Problem(
     422,
     "the body is not JSON in UTF-8",
-    field_error(["body", 0], "json_invalid", "JSON decode error", {}, error="Expecting value"),
+    field_error(["body", 1], "json_invalid", "JSON decode error", {}, error="unexpected end of data"),
 )
 BAD_ITEM = Problem(
     422,
@@ -274,6 +274,9 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
 def finish(spec: dict[str, Any]) -> None:
     """Tags, the bearer scheme, the multipart bodies' descriptions; FastAPI's own 422 removed where a
     route did not list one (our routes list theirs, with ``ValidationErrorOut``: FastAPI's is on a route
@@ -305,9 +308,6 @@ def finish(spec: dict[str, Any]) -> None:
     if FASTAPI_422 not in json.dumps(spec["paths"]):
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
-
-
-FASTAPI_422 = "#/components/schemas/HTTPValidationError"
 
 
 def _sentence(text: str) -> str:

@@ -253,11 +253,7 @@ def bad_requests(
             yield {"url": url, "files": {"file": ("x.npz", b"PK\x03\x04broken")}}
             yield {"url": url, "files": {"file": ("big.csv", CSV * 200)}}  # past the upload limit
             yield {"url": url, "data": {"label_column": "label"}}
-            yield {
-                "url": url,
-                "content": b"--xyz\r\nbroken",
-                "headers": {"content-type": "multipart/form-data"},
-            }
+            yield {"url": url, **BROKEN_FORM}
             yield {"url": url, "json": {"file": "x"}}
 
 
