@@ -279,7 +279,8 @@ def test_bad_requests_get_only_statuses_their_operation_documents(client, spec):
 
 def test_each_documented_error_of_a_sample_of_routes_occurs(client, spec, tmp_path):
     """The other direction: for these routes, every documented error is provoked (429 aside: the encoder
-    queue is filled in tests/service/test_api.py; 503 on a named collection only while shutting down)."""
+    queue is filled in tests/service/test_units.py, at the batcher; 503 on a named collection only while
+    shutting down)."""
     big = {"items": [GOOD] * 200}
     job = client.post("/train", json={"dataset": "digits", "epochs": 1, "name": "cancel-me"}).json()["id"]
     provoked: list[tuple[str, str, int, dict[str, Any]]] = [
