@@ -38,6 +38,7 @@ from service.api import (
     train,
     verify,
 )
+from service.api import docs as api_docs
 from service.api.deps import default_catalogue, named_catalogue
 from service.batcher import MicroBatcher
 from service.collections import Collections
@@ -226,5 +227,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.routes(default_catalogue))
         app.include_router(module.routes(named_catalogue), prefix="/collections/{name}")
     app.include_router(offline_docs.router)
+    api_docs.install(app)  # error examples, tags, bearer scheme: see service.api.docs
     app.include_router(console_router)
     return app

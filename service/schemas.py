@@ -104,7 +104,14 @@ Vector = Annotated[
     np.ndarray,
     PlainValidator(_to_vector),
     PlainSerializer(lambda a: a.tolist()),
-    WithJsonSchema({"type": "array", "items": {"type": "number"}, "minItems": 1}),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 1,
+            "description": "numbers, as many as the model takes (GET /info: model.input)",
+        }
+    ),
 ]
 ImageBytes = Annotated[
     bytes,
@@ -200,21 +207,46 @@ Threshold = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 ITEM_SHAPES = "an item is {'vector': [numbers]}, {'image': '<base64 PNG/JPEG>'} or a bare list of numbers"
 
 
+# -- examples (for /docs: a digits model, as the README's quick start trains) -------------------------
+# The first digit of scikit-learn's digits (a 0) as 64 values in 0..16, and a 1 as an 8x8 grayscale PNG.
+DIGIT_ZERO = [
+    0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0,
+    0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0,
+]  # fmt: skip
+DIGIT_ONE_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAPUlEQVR42jXKMRGAMBAAsNwbQAISWgnvAClYqwMkgBOogmfg2DI"
+    "EjnMj8PQkaOmC/a5awVLVvkP/gWAOyQvvfAxP7LmmhQAAAABJRU5ErkJggg=="
+)
+EXAMPLE_MODEL = "digits-1"
+
+
+def _examples(*values: dict[str, Any]) -> ConfigDict:
+    """Request examples, shown by /docs and /redoc (tests check each one validates and is accepted)."""
+    return ConfigDict(json_schema_extra={"examples": list(values)})
+
+
+# -- items ---------------------------------------------------------------------------------------------
 class VectorItem(BaseModel):
+    """An item given as numbers."""
+
     model_config = ConfigDict(extra="forbid")
-    vector: Vector
+    vector: Vector = Field(
+        description="as many numbers as the model takes: input.dim, or an image model's C*H*W pixels"
+    )
 
 
 class ImageItem(BaseModel):
+    """An item given as an image file, decoded as the model card prescribes."""
+
     model_config = ConfigDict(extra="forbid")
-    image: ImageBytes
+    image: ImageBytes = Field(description="a base64 PNG or JPEG file (a data: URL is accepted too)")
 
 
 class IdRef(BaseModel):
     """An already indexed item, by id (where a route compares or searches)."""
 
     model_config = ConfigDict(extra="forbid")
-    id: ItemId
+    id: ItemId = Field(description="the id of an item stored in the collection: its stored embedding is used")
 
 
 RawInput = np.ndarray | bytes  # what the encoder decodes: a float32 vector or an image file
@@ -267,11 +299,24 @@ class NewItem(BaseModel):
     """An item to store: exactly one of ``vector`` or ``image``, with an optional id, label and metadata."""
 
     model_config = ConfigDict(extra="forbid")
-    id: ItemId | None = None
-    vector: Vector | None = None
-    image: ImageBytes | None = None
-    label: Label | None = None
-    metadata: Metadata | None = None
+    id: ItemId | None = Field(
+        None,
+        description="unique in the collection; default a random uuid4 hex. At most 256 characters, without "
+        "whitespace, '/' or control characters, and not '.' or '..'",
+    )
+    vector: Vector | None = Field(None, description="the input as numbers (exactly one of vector or image)")
+    image: ImageBytes | None = Field(
+        None, description="the input as a base64 PNG or JPEG file (exactly one of vector or image)"
+    )
+    label: Label | None = Field(
+        None,
+        description="its class, at most 256 characters: /classify votes with it, training on "
+        "{'source': 'items'} learns from it",
+    )
+    metadata: Metadata | None = Field(
+        None,
+        description="any JSON object, returned by GET /items and /search (size limits: GET /info)",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> NewItem:
@@ -291,126 +336,210 @@ NewItemIn = Annotated[
 
 
 class EmbedRequest(BaseModel):
-    items: list[Item] = Field(min_length=1)
+    """Items to embed; nothing is stored."""
+
+    model_config = _examples(
+        {"items": [DIGIT_ZERO]},
+        {"items": [{"vector": DIGIT_ZERO}, {"image": DIGIT_ONE_PNG}]},
+    )
+    items: list[Item] = Field(
+        min_length=1, description="1 to max_items items (GET /info: limits): vectors, images or bare lists"
+    )
 
 
 class EmbedResponse(BaseModel):
-    model: str
-    dim: int
-    embeddings: list[list[float]]
+    """The embeddings of the items, in request order."""
+
+    model: str = Field(description="the model that embedded them")
+    dim: int = Field(description="the embedding width")
+    embeddings: list[list[float]] = Field(description="one embedding per item, in request order")
 
 
 class CreateItemsRequest(BaseModel):
-    items: list[NewItemIn] = Field(min_length=1)
+    """Items to embed, store and index, all or nothing."""
+
+    model_config = _examples(
+        {
+            "items": [
+                {"id": "zero-1", "vector": DIGIT_ZERO, "label": "0", "metadata": {"source": "scanner-2"}},
+                {"id": "one-1", "image": DIGIT_ONE_PNG, "label": "1"},
+            ]
+        },
+        {"items": [DIGIT_ZERO]},
+    )
+    items: list[NewItemIn] = Field(
+        min_length=1,
+        description="1 to max_items items (GET /info: limits); a bare list of numbers is an unlabelled "
+        "vector item with a random id",
+    )
 
 
 class CreateItemsResponse(BaseModel):
-    ids: list[str]
+    """The ids of the stored items."""
+
+    ids: list[str] = Field(description="in request order, generated ones included")
 
 
 class ImportResponse(BaseModel):
+    """What a bulk import stored."""
+
     imported: int = Field(description="rows stored")
     ids: list[str] | None = Field(None, description="the ids given to the rows, when the file had none")
 
 
 class ItemOut(BaseModel):
-    id: str
-    label: str | None
-    metadata: dict[str, Any] | None
-    model: str
-    created_at: datetime
+    """A stored item."""
+
+    id: str = Field(description="unique in its collection")
+    label: str | None = Field(description="its class, or null")
+    metadata: dict[str, Any] | None = Field(description="as stored, or null")
+    model: str = Field(description="the collection's active model, which the embedding comes from")
+    created_at: datetime = Field(description="when it was stored (UTC)")
     input: dict[str, Any] | None = Field(None, description="{'vector': [...]} or {'image': base64}, if asked")
     embedding: list[float] | None = Field(None, description="the stored embedding, if asked")
 
 
 class ItemList(BaseModel):
-    items: list[ItemOut]
-    total: int
-    limit: int
-    offset: int
+    """A page of items, oldest first."""
+
+    items: list[ItemOut] = Field(description="this page, oldest first (without input or embedding)")
+    total: int = Field(description="every item that matches (with the label, if one was asked)")
+    limit: int = Field(description="the page size asked")
+    offset: int = Field(description="the items skipped")
 
 
 class SearchRequest(BaseModel):
-    item: QueryItem
-    k: StrictInt = Field(10, ge=1)
+    """A query item and how many neighbours to return."""
+
+    model_config = _examples(
+        {"item": {"id": "zero-1"}, "k": 5},
+        {"item": DIGIT_ZERO, "k": 3, "label": "0"},
+        {"item": {"image": DIGIT_ONE_PNG}, "k": 10},
+    )
+    item: QueryItem = Field(description="an item, or {'id': ...} of a stored one")
+    k: StrictInt = Field(10, ge=1, description="how many neighbours, 1 to max_k (GET /info: limits)")
     label: Label | None = Field(None, description="only search items with this label")
 
 
 class Neighbor(BaseModel):
-    id: str
-    label: str | None
-    distance: float
-    similarity: float
-    metadata: dict[str, Any] | None = None
+    """A stored item near the query."""
+
+    id: str = Field(description="the stored item's id")
+    label: str | None = Field(description="its label, or null")
+    distance: float = Field(description="cosine models: 1 - cos; euclidean models: the L2 distance")
+    similarity: float = Field(description="cosine models: cos; euclidean models: 1 / (1 + distance)")
+    metadata: dict[str, Any] | None = Field(None, description="its metadata, or null")
 
 
 class SearchResponse(BaseModel):
-    model: str
-    neighbors: list[Neighbor]
+    """The nearest stored items."""
+
+    model: str = Field(description="the model that answered")
+    neighbors: list[Neighbor] = Field(description="nearest first; at most k, fewer if the index is smaller")
 
 
 class PairRequest(BaseModel):
-    a: QueryItem
-    b: QueryItem
+    """Two items to compare; either may be a stored item's id."""
+
+    model_config = _examples(
+        {"a": {"id": "zero-1"}, "b": {"id": "one-1"}},
+        {"a": DIGIT_ZERO, "b": {"image": DIGIT_ONE_PNG}},
+    )
+    a: QueryItem = Field(description="an item, or {'id': ...} of a stored one")
+    b: QueryItem = Field(description="an item, or {'id': ...} of a stored one")
 
 
 class VerifyRequest(PairRequest):
+    """Two items, and the distance under which they count as the same."""
+
+    model_config = _examples(
+        {"a": DIGIT_ZERO, "b": {"id": "zero-1"}},
+        {"a": {"id": "zero-1"}, "b": {"image": DIGIT_ONE_PNG}, "threshold": 0.3},
+    )
     threshold: Threshold | None = Field(
         None, description="distance threshold; default the card's calibrated one"
     )
 
 
 class SimilarityResponse(BaseModel):
-    distance: float
-    similarity: float
+    """How far apart two items are."""
+
+    distance: float = Field(description="cosine models: 1 - cos; euclidean models: the L2 distance")
+    similarity: float = Field(description="cosine models: cos; euclidean models: 1 / (1 + distance)")
 
 
 class VerifyResponse(SimilarityResponse):
-    same: bool
-    threshold: float
+    """Whether two items are the same class or identity."""
+
+    same: bool = Field(description="distance <= threshold")
+    threshold: float = Field(description="the threshold applied: the request's, else the card's")
 
 
 class ClassifyRequest(BaseModel):
-    items: list[Item] = Field(min_length=1)
-    k: StrictInt = Field(5, ge=1)
-    weighting: Literal["uniform", "distance"] = "uniform"
+    """Items to label by a vote of their nearest labelled neighbours."""
+
+    model_config = _examples(
+        {"items": [DIGIT_ZERO], "k": 5},
+        {"items": [{"image": DIGIT_ONE_PNG}, DIGIT_ZERO], "k": 3, "weighting": "distance", "threshold": 0.4},
+    )
+    items: list[Item] = Field(min_length=1, description="1 to max_items items (GET /info: limits)")
+    k: StrictInt = Field(5, ge=1, description="neighbours that vote, 1 to max_k (GET /info: limits)")
+    weighting: Literal["uniform", "distance"] = Field(
+        "uniform",
+        description="uniform: one vote per neighbour; distance: 1/d per neighbour (when some lie at "
+        "distance 0, only they vote)",
+    )
     threshold: Threshold | None = Field(
         None, description="unknown when no neighbour is this near; default the card's threshold"
     )
 
 
 class ClassifyNeighbor(BaseModel):
-    id: str
-    label: str | None
-    distance: float
+    """A neighbour that took part in the vote."""
+
+    id: str = Field(description="the stored item's id")
+    label: str | None = Field(description="its label (unlabelled neighbours do not vote)")
+    distance: float = Field(description="its distance to the item")
 
 
 class Prediction(BaseModel):
-    label: str | None
-    confidence: float
-    votes: dict[str, float]
-    neighbors: list[ClassifyNeighbor]
-    unknown: bool
+    """The vote for one item."""
+
+    label: str | None = Field(description="the winning label; null when unknown")
+    confidence: float = Field(description="the winner's share of the votes (0 when unknown)")
+    votes: dict[str, float] = Field(description="label -> its votes")
+    neighbors: list[ClassifyNeighbor] = Field(description="the k nearest, nearest first")
+    unknown: bool = Field(description="no labelled neighbour lies within the threshold")
 
 
 class ClassifyResponse(BaseModel):
-    model: str
-    predictions: list[Prediction]
+    """One prediction per item."""
+
+    model: str = Field(description="the model that answered")
+    predictions: list[Prediction] = Field(description="in request order")
 
 
 class ModelOut(BaseModel):
-    id: str
+    """A registered model."""
+
+    id: str = Field(description="the model id (its card's model_id)")
     path: str = Field(description="the model directory, relative to the data directory")
     active: bool = Field(description="active in the default collection")
     collections: list[str] = Field(description="the collections this model serves")
-    created_at: datetime
-    card: dict[str, Any]
+    created_at: datetime = Field(description="when it was registered (UTC)")
+    card: dict[str, Any] = Field(
+        description="its model card (model.json): input, loss, data set, metrics, calibrated threshold"
+    )
     activation: dict[str, Any] | None = Field(None, description="its latest activation (see the history)")
 
 
 class ActivationOut(BaseModel):
-    id: str
-    status: Literal["active", "activating"]
+    """What became of an activation in the default collection."""
+
+    id: str = Field(description="the model")
+    status: Literal["active", "activating"] = Field(
+        description="activating: re-embedding the items in the background; active: it already was"
+    )
 
 
 # -- collections ---------------------------------------------------------------------------------------
@@ -424,49 +553,69 @@ CollectionName = Annotated[
 
 
 class CollectionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A new collection's name, and optionally its first model."""
+
+    model_config = ConfigDict(
+        extra="forbid", **_examples({"name": "digits", "model": EXAMPLE_MODEL}, {"name": "products"})
+    )
     name: CollectionName
     model: str | None = Field(None, max_length=128, description="a registered model id to activate at once")
 
 
 class ActivateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The model to put live in a collection."""
+
+    model_config = ConfigDict(
+        extra="forbid", **_examples({"model": EXAMPLE_MODEL}, {"model": EXAMPLE_MODEL, "force": True})
+    )
     model: str = Field(max_length=128, description="a registered model id (GET /models)")
     force: bool = Field(False, description="activate even when the promotion gate finds it worse")
 
 
 class HistoryEntry(BaseModel):
-    seq: int
-    collection: str
-    model: str
-    previous_model: str | None
-    kind: Literal["activation", "rollback"]
+    """One activation or rollback of a collection."""
+
+    seq: int = Field(description="the entry's number (increasing)")
+    collection: str = Field(description="the collection")
+    model: str = Field(description="the model activated, or rolled back to")
+    previous_model: str | None = Field(description="the model active before, or null")
+    kind: Literal["activation", "rollback"] = Field(description="activation or rollback")
     requested_by: str = Field(description="'request', 'job <id>' or 'start-up'")
-    status: Literal["activating", "active", "failed", "refused"]
+    status: Literal["activating", "active", "failed", "refused"] = Field(
+        description="activating: re-embedding; active: done; failed: see error; refused: by the gate"
+    )
     gate: dict[str, Any] | None = Field(
         None, description="the promotion gate: checked, passed, reason, sample, current and candidate numbers"
     )
-    error: str | None
-    done: int
-    total: int | None
-    started_at: datetime
-    finished_at: datetime | None
+    error: str | None = Field(description="why it failed, or null")
+    done: int = Field(description="items embedded so far")
+    total: int | None = Field(description="items to embed, null until counted")
+    started_at: datetime = Field(description="when it began (UTC)")
+    finished_at: datetime | None = Field(description="when it ended (UTC); null while activating")
 
 
 class CollectionOut(BaseModel):
-    name: str
+    """A collection: its size, active model and latest activation."""
+
+    name: str = Field(description="the collection's name")
     model: str | None = Field(description="the active model (null: the collection accepts no items yet)")
     previous_model: str | None = Field(description="what POST .../rollback returns to")
     size: int = Field(description="indexed items")
     index: dict[str, Any] = Field(description="type (flat, hnsw, ivf) and configured type")
     activation: HistoryEntry | None = Field(None, description="the latest activation or rollback")
-    created_at: datetime
-    activated_at: datetime | None
+    created_at: datetime = Field(description="when it was created (UTC)")
+    activated_at: datetime | None = Field(
+        description="when its model was last activated or rolled back (UTC)"
+    )
 
 
 class ActivationAccepted(BaseModel):
-    status: Literal["active", "activating"]
-    model: str
+    """An activation under way, or done at once."""
+
+    status: Literal["active", "activating"] = Field(
+        description="activating: re-embedding in the background (202); active: done (200)"
+    )
+    model: str = Field(description="the model activated, or rolled back to")
     activation: int | None = Field(None, description="the history entry that follows its progress")
 
 
@@ -477,7 +626,21 @@ class TrainRequest(TrainConfig):
     Strict: over HTTP an integer field takes an integer, not ``2.0``, ``"2"`` or ``true``.
     """
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(
+        strict=True,
+        **_examples(
+            {"dataset": "digits", "epochs": 10, "name": "digits-2", "activate": True},
+            {
+                "dataset": {"source": "items", "collection": "default"},
+                "loss": "triplet",
+                "mining": "semihard",
+                "margin": 0.2,
+                "epochs": 5,
+                "batch_size": 32,
+                "samples_per_class": 4,
+            },
+        ),
+    )
 
     activate: bool = Field(False, description="activate the model once the job succeeds")
     collection: CollectionName = Field("default", description="the collection activate puts it in")
@@ -485,24 +648,28 @@ class TrainRequest(TrainConfig):
 
 
 class JobCreated(BaseModel):
-    id: str
-    status: str
-    model_id: str
+    """A queued training job."""
+
+    id: str = Field(description="the job id (GET /jobs/{id})")
+    status: str = Field(description="queued")
+    model_id: str = Field(description="the id its model will have")
 
 
 JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 class JobOut(BaseModel):
-    id: str
+    """A training job: its state, progress, metrics and log."""
+
+    id: str = Field(description="the job id")
     status: JobStatus = Field(description="cancelling: running, asked to stop at its next step")
-    model_id: str
-    dataset: str
+    model_id: str = Field(description="the id its model gets when it succeeds")
+    dataset: str = Field(description="the data set as the worker loads it (paths relative to the data dir)")
     test_dataset: str | None = Field(None, description="the separate test set, if the request named one")
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(description="the training config, as queued")
     collection: str = Field("default", description="the collection activate puts the model in")
     force: bool = Field(False, description="activate without the promotion gate")
-    activate: bool
+    activate: bool = Field(description="activate the model once the job succeeds")
     activation: str | None = Field(
         None, description="pending, activating, active, failed: <reason> or refused: <the gate's numbers>"
     )
@@ -511,34 +678,87 @@ class JobOut(BaseModel):
     result: dict[str, Any] | None = Field(None, description="final test metrics of the exported model")
     error: str | None = Field(description="why it failed, or why its model could not be activated")
     log: str = Field(description="the last lines of the run's log")
-    attempts: int
-    worker_id: str | None
-    cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    attempts: int = Field(description="runs started; a job whose worker died resumes from its checkpoint")
+    worker_id: str | None = Field(description="the worker running it (host:pid), or null")
+    cancel_requested: bool = Field(description="a cancel was asked for")
+    created_at: datetime = Field(description="when it was queued (UTC)")
+    started_at: datetime | None = Field(description="when a worker first took it (UTC)")
+    finished_at: datetime | None = Field(description="when it ended (UTC)")
+    heartbeat_at: datetime | None = Field(description="the running worker's last sign of life (UTC)")
 
 
 class JobList(BaseModel):
-    jobs: list[JobOut]
-    total: int
-    limit: int
-    offset: int
+    """A page of jobs, newest first."""
+
+    jobs: list[JobOut] = Field(description="this page, newest first")
+    total: int = Field(description="every job that matches (with the status, if one was asked)")
+    limit: int = Field(description="the page size asked")
+    offset: int = Field(description="the jobs skipped")
 
 
 class DatasetOut(BaseModel):
-    id: str
-    filename: str
-    original_name: str
-    n: int
-    classes: list[str]
-    shape: list[int]
-    size_bytes: int
-    created_at: datetime
+    """An uploaded data set, as validated and kept for training."""
+
+    id: str = Field(description="pass it as dataset (or test_dataset) to POST /train")
+    filename: str = Field(
+        description="its file under the data directory's datasets/ (a .csv is kept as .npz)"
+    )
+    original_name: str = Field(description="the uploaded file's name")
+    n: int = Field(description="samples")
+    classes: list[str] = Field(description="label names")
+    shape: list[int] = Field(description="one sample's shape: [D] for vectors, [C, H, W] for images")
+    size_bytes: int = Field(description="the kept file's size")
+    created_at: datetime = Field(description="when it was uploaded (UTC)")
 
 
 class ReportOut(BaseModel):
-    model_id: str
-    markdown: str
+    """A model's training report."""
+
+    model_id: str = Field(description="the model")
+    markdown: str = Field(description="report.md")
     files: dict[str, str] = Field(description="file name -> URL of each plot and file of the report")
+
+
+# -- health ------------------------------------------------------------------------------------------
+class HealthOut(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"] = Field(description="always ok")
+
+
+class ReadyOut(BaseModel):
+    """The default collection can serve."""
+
+    status: Literal["ready"] = Field(description="always ready (else a 503)")
+    model: str = Field(description="the default collection's active model")
+    index_size: int = Field(description="items in its index")
+
+
+class DeletedOut(BaseModel):
+    """How many items went."""
+
+    deleted: int = Field(description="the items deleted")
+
+
+# -- errors (documentation: the handlers in service.errors write these shapes) --------------------------
+class ErrorOut(BaseModel):
+    """A refused request: FastAPI's shape, with a message that says what to change."""
+
+    detail: str = Field(description="what was wrong, and how to fix it")
+
+
+class FieldError(BaseModel):
+    """One part of a request that failed validation (FastAPI's shape)."""
+
+    type: str = Field(description="the error type, e.g. missing, greater_than_equal, item_shape")
+    loc: list[str | int] = Field(description="where: 'body', 'query' or 'path', then field names and indexes")
+    msg: str = Field(description="what is wrong")
+    input: Any = Field(None, description="the offending input, clipped (200 characters, 10 elements a level)")
+    ctx: dict[str, Any] | None = Field(None, description="the constraint that failed, e.g. {'ge': 1}")
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: FastAPI's list of field errors (at most 20), or one message for a value the model or the
+    data refuse (a vector of the wrong length, an undecodable image, an out-of-range k)."""
+
+    detail: list[FieldError] | str = Field(description="the field errors, or one message")

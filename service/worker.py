@@ -91,7 +91,12 @@ class LogTail(logging.Handler):
         super().__init__(logging.INFO)
         # A resumed job keeps the log of its earlier attempts (and the service's note on why it resumed).
         self.lines: deque[str] = deque(previous.splitlines(), maxlen=lines)
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # UTC with its zone, as every timestamp the API shows: 2025-01-31T12:00:00.123Z
+        formatter = logging.Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
+        formatter.converter = time.gmtime
+        self.setFormatter(formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))

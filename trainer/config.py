@@ -32,9 +32,11 @@ class ItemsSource(BaseModel):
     """Train on the labelled items already stored in one of the service's collections."""
 
     model_config = ConfigDict(extra="forbid")
-    source: Literal["items"] = "items"
+    source: Literal["items"] = Field(default="items", description="always 'items'")
     collection: str = Field(
-        default="default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="whose labelled items"
+        default="default",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="the collection whose labelled items to train on",
     )
 
 
@@ -47,7 +49,8 @@ class TrainConfig(BaseModel):
     # data
     dataset: str | ItemsSource = Field(
         default="digits",
-        description="built-in name (digits, mnist-5k, fashion-mnist), a path (.npz/.csv/IDX/image folder), "
+        description="built-in name (digits, mnist-5k, fashion-mnist), a path (.npz/.csv/IDX/image folder; "
+        "over HTTP a name under the data dir's datasets/, or an uploaded data set id), "
         "'idx:IMAGES[,LABELS]', or {'source': 'items'}",
     )
     test_dataset: str | None = Field(
@@ -56,25 +59,38 @@ class TrainConfig(BaseModel):
         "unused. fashion-mnist brings its official t10k test split without it",
     )
     label_column: str = Field(default="label", description="label column of a .csv data set")
-    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
-    calib_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    val_fraction: float = Field(
+        default=0.1, ge=0.0, lt=0.5, description="held out to validate each epoch (early stopping)"
+    )
+    calib_fraction: float = Field(
+        default=0.1, ge=0.0, lt=0.5, description="held out to calibrate the verification threshold"
+    )
     test_fraction: float = Field(
         default=0.2, ge=0.0, lt=0.6, description="held out for the final test (unless data bring their own)"
     )
     augment: bool = Field(default=True, description="augment training batches (ntxent always does)")
 
     # loss
-    loss: LossName = "supcon"
-    mining: Literal["all", "hard", "semihard"] = "semihard"
+    loss: LossName = Field(
+        default="supcon",
+        description="ce (cross-entropy baseline), contrastive, triplet, npair, supcon (default), ntxent",
+    )
+    mining: Literal["all", "hard", "semihard"] = Field(
+        default="semihard", description="triplet selection: every valid triplet, batch-hard, or semi-hard"
+    )
     margin: float | None = Field(default=None, description="contrastive/triplet margin (loss default)")
     temperature: float | None = Field(default=None, gt=0, description="supcon/ntxent temperature")
-    distance: Literal["euclidean", "squared_euclidean", "cosine"] | None = None
+    distance: Literal["euclidean", "squared_euclidean", "cosine"] | None = Field(
+        default=None, description="contrastive/triplet distance (loss default: euclidean)"
+    )
     soft: bool = Field(default=False, description="soft-margin triplet (softplus)")
-    form: Literal["hadsell", "squared"] = "hadsell"
+    form: Literal["hadsell", "squared"] = Field(
+        default="hadsell", description="contrastive negatives: max(0, m - d)^2 (hadsell) or max(0, m - d^2)"
+    )
     l2_reg: float = Field(default=0.0, ge=0.0, description="npair embedding L2 regulariser")
 
     # model
-    encoder: Literal["mlp", "cnn"] = "mlp"
+    encoder: Literal["mlp", "cnn"] = Field(default="mlp", description="mlp (any input) or cnn (images only)")
     hidden: list[Width] = Field(default_factory=lambda: [256], max_length=16, description="MLP hidden widths")
     channels: list[Width] = Field(
         default_factory=lambda: [32, 64], min_length=1, max_length=16, description="CNN conv widths"
@@ -85,24 +101,37 @@ class TrainConfig(BaseModel):
     )
 
     # optimisation
-    epochs: int = Field(default=20, gt=0, le=10_000)
-    batch_size: int = Field(default=256, ge=2, le=65_536)
+    epochs: int = Field(default=20, gt=0, le=10_000, description="most epochs (patience may stop sooner)")
+    batch_size: int = Field(
+        default=256, ge=2, le=65_536, description="samples per step (P classes x samples_per_class)"
+    )
     samples_per_class: int = Field(default=8, ge=2, description="K of the PxK sampler")
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    warmup_epochs: float = Field(default=1.0, ge=0)
+    lr: float = Field(default=1e-3, gt=0, description="peak learning rate (warm-up, then cosine decay to 0)")
+    weight_decay: float = Field(default=1e-4, ge=0, description="the optimizer's weight decay")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="adamw, or sgd (Nesterov momentum 0.9)"
+    )
+    warmup_epochs: float = Field(default=1.0, ge=0, description="epochs of linear learning-rate warm-up")
     patience: int = Field(default=5, ge=0, description="early-stopping patience in epochs; 0 = off")
-    seed: int = Field(default=0, ge=0, lt=2**63)
+    seed: int = Field(default=0, ge=0, lt=2**63, description="seeds the splits, sampler and weights")
 
     # evaluation and export
-    target_far: float = Field(default=0.01, gt=0, lt=1)
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    target_far: float = Field(
+        default=0.01, gt=0, lt=1, description="false accept rate the verification threshold is calibrated for"
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=100,
+        description="the model id; default <loss>-<UTC time>-<random>",
+    )
 
     # runtime
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when available (a service job: the worker's --worker-device)"
+    )
     amp: bool = Field(default=True, description="bf16 autocast on CUDA (ignored on CPU)")
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: int = Field(default=0, ge=0, description="unused: batches are cut from data held in memory")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainConfig:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from service import retrieval
+from service.api import docs
 from service.api.deps import OrjsonRoute, ServiceDep, check_count, check_k, release_body
 from service.catalogue import Catalogue
 from service.responses import OrjsonResponse
@@ -17,8 +18,24 @@ from service.state import retry_on_model_change
 def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
     router = APIRouter(tags=["classify"], route_class=OrjsonRoute)
     CatalogueDep = Annotated[Catalogue, Depends(catalogue_dep)]  # noqa: N806 - a type alias
+    doc = docs.ItemRouteDocs(catalogue_dep)
 
-    @router.post("/classify", response_model=ClassifyResponse)
+    @router.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        summary=doc.summary("Classify items"),
+        responses=doc.errors(
+            *docs.JSON_BODY,
+            docs.TOO_MANY_ITEMS,
+            docs.BAD_ITEM,
+            docs.BAD_ITEM_SHAPE,
+            docs.BAD_K,
+            docs.EMPTY,
+            docs.MODEL_CHANGING,
+            docs.OVERLOADED,
+            needs_model=True,
+        ),
+    )
     async def classify_items(
         body: ClassifyRequest, service: ServiceDep, catalogue: CatalogueDep, request: Request
     ) -> OrjsonResponse:

@@ -8,7 +8,7 @@ from email.message import Message
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Path, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
@@ -117,7 +117,16 @@ async def default_catalogue(service: ServiceDep) -> Catalogue:
     return catalogue
 
 
-async def named_catalogue(name: str, service: ServiceDep) -> Catalogue:
+CollectionPath = Annotated[
+    str,
+    Path(
+        description="the collection's name (default: the one the flat routes mean)",
+        openapi_examples={"default": {"summary": "default", "value": "default"}},
+    ),
+]
+
+
+async def named_catalogue(name: CollectionPath, service: ServiceDep) -> Catalogue:
     """The collection named in the path: 422 for a malformed name, 404 for an unknown one."""
     catalogue = service.collections.get(name)
     service.metrics.collection_requests.labels(catalogue.name).inc()

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from service.api import docs
 from service.api.deps import OrjsonRoute, ServiceDep, check_count, release_body
 from service.catalogue import Catalogue
 from service.responses import OrjsonResponse
@@ -14,8 +15,21 @@ from service.schemas import EmbedRequest, EmbedResponse, raw_input
 def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
     router = APIRouter(tags=["embed"], route_class=OrjsonRoute)
     CatalogueDep = Annotated[Catalogue, Depends(catalogue_dep)]  # noqa: N806 - a type alias
+    doc = docs.ItemRouteDocs(catalogue_dep)
 
-    @router.post("/embed", response_model=EmbedResponse)
+    @router.post(
+        "/embed",
+        response_model=EmbedResponse,
+        summary=doc.summary("Embed items"),
+        responses=doc.errors(
+            *docs.JSON_BODY,
+            docs.TOO_MANY_ITEMS,
+            docs.BAD_ITEM,
+            docs.BAD_ITEM_SHAPE,
+            docs.OVERLOADED,
+            needs_model=True,
+        ),
+    )
     async def create_embeddings(
         body: EmbedRequest, service: ServiceDep, catalogue: CatalogueDep, request: Request
     ) -> OrjsonResponse:

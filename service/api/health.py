@@ -7,24 +7,28 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
+from service.api import docs
 from service.api.deps import ServiceDep
 from service.datasets import UNPACKED_FACTOR
 from service.errors import no_model
-from service.schemas import INPUT_LIMITS
+from service.schemas import INPUT_LIMITS, HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthOut, summary="Liveness", responses=docs.errors(public=True))
 def read_health() -> dict[str, str]:
     """Liveness: the process answers (also without a model)."""
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready", response_model=ReadyOut, summary="Readiness", responses=docs.errors(docs.NO_MODEL, public=True)
+)
 def read_ready(service: ServiceDep) -> dict[str, Any]:
     """Readiness: the default collection has a model and its index is loaded (503 otherwise)."""
     runtime = service.collections.default.runtime
@@ -33,7 +37,7 @@ def read_ready(service: ServiceDep) -> dict[str, Any]:
     return {"status": "ready", "model": runtime.model_id, "index_size": runtime.index.size}
 
 
-@router.get("/info")
+@router.get("/info", summary="Versions, models, collections and limits", responses=docs.errors())
 def read_info(service: ServiceDep) -> dict[str, Any]:
     """Versions, the default collection's card and index, every collection, and the limits enforced."""
     s = service.settings
@@ -77,7 +81,9 @@ def read_info(service: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", responses=docs.errors()
+)
 def read_metrics(service: ServiceDep) -> Response:
     """Prometheus metrics of this app."""
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,18 +1,19 @@
 """Items of a collection: store (embedded and indexed), read, list, delete."""
 
 import base64
+import pathlib
 import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import importer
+from service.api import docs
 from service.api.deps import OrjsonRoute, ServiceDep, check_count, release_body
 from service.catalogue import Catalogue
 from service.errors import ErrorCode, ServiceError
@@ -22,6 +23,7 @@ from service.schemas import (
     DECIMAL_DIGITS,
     CreateItemsRequest,
     CreateItemsResponse,
+    DeletedOut,
     ImportResponse,
     ItemList,
     ItemOut,
@@ -29,6 +31,14 @@ from service.schemas import (
 )
 from service.state import retry_on_model_change
 from service.tables import ItemRow
+
+UpsertQuery = Annotated[
+    bool,
+    Query(description="replace items whose id exists (else a 409)", openapi_examples=docs.example(True)),
+]
+ItemIdPath = Annotated[
+    str, Path(description="the item's id in the collection", openapi_examples=docs.example("zero-1"))
+]
 
 
 def item_view(
@@ -58,14 +68,32 @@ def item_view(
 def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
     router = APIRouter(prefix="/items", tags=["items"], route_class=OrjsonRoute)
     CatalogueDep = Annotated[Catalogue, Depends(catalogue_dep)]  # noqa: N806 - a type alias
+    doc = docs.ItemRouteDocs(catalogue_dep)
 
-    @router.post("", status_code=201, response_model=CreateItemsResponse)
+    @router.post(
+        "",
+        status_code=201,
+        response_model=CreateItemsResponse,
+        summary=doc.summary("Add items"),
+        responses=doc.errors(
+            *docs.JSON_BODY,
+            docs.TOO_MANY_ITEMS,
+            docs.BAD_ITEM,
+            docs.BAD_ITEM_SHAPE,
+            docs.REPEATED_IDS,
+            docs.BAD_FLAG,
+            docs.IDS_EXIST,
+            docs.MODEL_CHANGING,
+            docs.OVERLOADED,
+            needs_model=True,
+        ),
+    )
     async def create_items(
         body: CreateItemsRequest,
         service: ServiceDep,
         catalogue: CatalogueDep,
         request: Request,
-        upsert: bool = False,
+        upsert: UpsertQuery = False,
     ) -> OrjsonResponse:
         """Embed, store and index items; all or nothing. Existing ids are a 409 unless ``upsert=true``."""
         check_count(service, len(body.items))
@@ -89,9 +117,27 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
 
         return OrjsonResponse({"ids": await retry_on_model_change(attempt)}, status_code=201)
 
-    @router.post("/import", status_code=201, response_model=ImportResponse)
+    @router.post(
+        "/import",
+        status_code=201,
+        response_model=ImportResponse,
+        summary=doc.summary("Import items in bulk"),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "a .npz (numpy.savez) with x (rows of vectors) and optional ids and labels",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+        responses=doc.errors(
+            docs.BODY_TOO_LARGE, docs.BAD_IMPORT, docs.IDS_EXIST, docs.MODEL_CHANGING, needs_model=True
+        ),
+    )
     async def import_items(
-        service: ServiceDep, catalogue: CatalogueDep, request: Request, upsert: bool = False
+        service: ServiceDep,
+        catalogue: CatalogueDep,
+        request: Request,
+        upsert: UpsertQuery = False,
     ) -> dict[str, Any]:
         """Bulk import: the body is a .npz of ``x`` (rows of vectors) and optional ``ids`` and ``labels``
         (string arrays); all checked before anything is written, then stored in chunks."""
@@ -99,14 +145,31 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
             async for chunk in request.stream():  # the body limit counts what arrives
                 spool.write(chunk)
             spool.flush()
-            return await run_in_threadpool(importer.import_npz, service, catalogue, Path(spool.name), upsert)
+            return await run_in_threadpool(
+                importer.import_npz, service, catalogue, pathlib.Path(spool.name), upsert
+            )
 
-    @router.get("", response_model=ItemList)
+    @router.get(
+        "",
+        response_model=ItemList,
+        summary=doc.summary("List items"),
+        responses=doc.errors(docs.BAD_LIMIT),
+    )
     def read_items(
         catalogue: CatalogueDep,
-        label: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000), DECIMAL_DIGITS] = 100,
-        offset: Annotated[int, Query(ge=0, le=2**53), DECIMAL_DIGITS] = 0,
+        label: Annotated[
+            str | None, Query(description="only items with this label", openapi_examples=docs.example("0"))
+        ] = None,
+        limit: Annotated[
+            int,
+            Query(ge=1, le=1000, description="page size", openapi_examples=docs.example(100)),
+            DECIMAL_DIGITS,
+        ] = 100,
+        offset: Annotated[
+            int,
+            Query(ge=0, le=2**53, description="items to skip", openapi_examples=docs.example(0)),
+            DECIMAL_DIGITS,
+        ] = 0,
     ) -> dict[str, object]:
         """List items (optionally with one label), oldest first, with the total count."""
         rows, total = catalogue.list(label, limit, offset)
@@ -118,22 +181,58 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
             "offset": offset,
         }
 
-    @router.get("/{item_id}", response_model=ItemOut)
+    @router.get(
+        "/{item_id}",
+        response_model=ItemOut,
+        summary=doc.summary("Read an item"),
+        responses=doc.errors(docs.UNKNOWN_ITEM, docs.BAD_FLAG),
+    )
     def read_item(
-        item_id: str, catalogue: CatalogueDep, include_input: bool = False, include_embedding: bool = False
+        item_id: ItemIdPath,
+        catalogue: CatalogueDep,
+        include_input: Annotated[
+            bool,
+            Query(
+                description="add the stored input (vector or base64 image)",
+                openapi_examples=docs.example(True),
+            ),
+        ] = False,
+        include_embedding: Annotated[
+            bool,
+            Query(
+                description="add the embedding under the active model", openapi_examples=docs.example(True)
+            ),
+        ] = False,
     ) -> dict[str, object]:
         """One item; its raw input and embedding only when asked."""
         row, embedding = catalogue.get(item_id)
         return item_view(row, catalogue.model_id, embedding, include_input, include_embedding)
 
-    @router.delete("/{item_id}", status_code=204)
-    def delete_item(item_id: str, catalogue: CatalogueDep) -> Response:
+    @router.delete(
+        "/{item_id}",
+        status_code=204,
+        summary=doc.summary("Delete an item"),
+        responses=doc.errors(docs.UNKNOWN_ITEM),
+    )
+    def delete_item(item_id: ItemIdPath, catalogue: CatalogueDep) -> Response:
         """Delete an item and its vector."""
         catalogue.delete(item_id)
         return Response(status_code=204)
 
-    @router.delete("", status_code=200)
-    def delete_items(catalogue: CatalogueDep, all: bool = False) -> dict[str, int]:  # noqa: A002
+    @router.delete(
+        "",
+        status_code=200,
+        response_model=DeletedOut,
+        summary=doc.summary("Delete every item"),
+        responses=doc.errors(docs.ALL_REQUIRED),
+    )
+    def delete_items(
+        catalogue: CatalogueDep,
+        all: Annotated[  # noqa: A002
+            bool,
+            Query(description="must be true: a guard against accidents", openapi_examples=docs.example(True)),
+        ] = False,
+    ) -> dict[str, int]:
         """Empty the collection (``?all=true``, so it never happens by accident); its model stays."""
         if not all:
             raise ServiceError(

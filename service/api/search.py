@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from service import retrieval
+from service.api import docs
 from service.api.deps import OrjsonRoute, ServiceDep, check_k
 from service.catalogue import Catalogue
 from service.responses import OrjsonResponse
@@ -17,8 +18,24 @@ from service.state import retry_on_model_change
 def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
     router = APIRouter(tags=["search"], route_class=OrjsonRoute)
     CatalogueDep = Annotated[Catalogue, Depends(catalogue_dep)]  # noqa: N806 - a type alias
+    doc = docs.ItemRouteDocs(catalogue_dep)
 
-    @router.post("/search", response_model=SearchResponse)
+    @router.post(
+        "/search",
+        response_model=SearchResponse,
+        summary=doc.summary("Search the nearest items"),
+        responses=doc.errors(
+            *docs.JSON_BODY,
+            docs.BAD_ITEM,
+            docs.BAD_ITEM_SHAPE,
+            docs.BAD_K,
+            docs.UNKNOWN_ITEM,
+            docs.EMPTY,
+            docs.MODEL_CHANGING,
+            docs.OVERLOADED,
+            needs_model=True,
+        ),
+    )
     async def search_items(
         body: SearchRequest, service: ServiceDep, catalogue: CatalogueDep
     ) -> OrjsonResponse:
@@ -32,7 +49,19 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
 
         return OrjsonResponse(await retry_on_model_change(attempt))
 
-    @router.post("/similarity", response_model=SimilarityResponse)
+    @router.post(
+        "/similarity",
+        response_model=SimilarityResponse,
+        summary=doc.summary("Compare two items"),
+        responses=doc.errors(
+            *docs.JSON_BODY,
+            docs.BAD_ITEM,
+            docs.UNKNOWN_ITEM,
+            docs.MODEL_CHANGING,
+            docs.OVERLOADED,
+            needs_model=True,
+        ),
+    )
     async def compare_items(
         body: PairRequest, service: ServiceDep, catalogue: CatalogueDep
     ) -> OrjsonResponse:

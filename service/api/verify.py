@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from service import retrieval
+from service.api import docs
 from service.api.deps import OrjsonRoute, ServiceDep
 from service.catalogue import Catalogue
 from service.responses import OrjsonResponse
@@ -16,8 +17,22 @@ from service.state import retry_on_model_change
 def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
     router = APIRouter(tags=["verify"], route_class=OrjsonRoute)
     CatalogueDep = Annotated[Catalogue, Depends(catalogue_dep)]  # noqa: N806 - a type alias
+    doc = docs.ItemRouteDocs(catalogue_dep)
 
-    @router.post("/verify", response_model=VerifyResponse)
+    @router.post(
+        "/verify",
+        response_model=VerifyResponse,
+        summary=doc.summary("Verify a pair"),
+        responses=doc.errors(
+            *docs.JSON_BODY,
+            docs.BAD_ITEM,
+            docs.UNKNOWN_ITEM,
+            docs.NO_THRESHOLD,
+            docs.MODEL_CHANGING,
+            docs.OVERLOADED,
+            needs_model=True,
+        ),
+    )
     async def verify_pair(
         body: VerifyRequest, service: ServiceDep, catalogue: CatalogueDep
     ) -> OrjsonResponse:
