@@ -34,7 +34,7 @@ from service import items
 from service.catalogue import Catalogue, embed_rows
 from service.db import Database
 from service.encoder import Encoder
-from service.errors import ErrorCode, ServiceError
+from service.errors import ErrorCode, ServiceError, activating
 from service.registry import ModelRegistry
 from service.tables import ActivationRow, CollectionRow, EmbeddingRow, ItemRow, utcnow
 from trainer.metrics import knn_predict, knn_search, map_at_r
@@ -155,10 +155,7 @@ class Activations:
             self.models.row(model_id)
             return {"status": ActivationStatus.ACTIVE.value, "model": model_id, "activation": None}
         if not catalogue.activation_mutex.acquire(blocking=False):
-            raise ServiceError(
-                ErrorCode.CONFLICT,
-                f"collection {catalogue.name!r} is already activating a model; retry after",
-            )
+            raise activating(catalogue.name)
         try:
             try:
                 encoder = self.models.load_encoder(model_id)
@@ -220,9 +217,7 @@ class Activations:
                 ErrorCode.CONFLICT, f"collection {catalogue.name!r} has no earlier model to roll back to"
             )
         if not catalogue.activation_mutex.acquire(blocking=False):
-            raise ServiceError(
-                ErrorCode.CONFLICT, f"collection {catalogue.name!r} is activating a model; retry after"
-            )
+            raise activating(catalogue.name)
         try:
             encoder = self.models.load_encoder(previous)
             gate = GateResult(False, True, "rollback: no gate")

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service import items
 from service.db import Database
 from service.encoder import Encoder
-from service.errors import ErrorCode, ModelChanged, ServiceError, no_model
+from service.errors import ErrorCode, ModelChanged, ServiceError, moved_elsewhere, no_model
 from service.index import IndexParams, VectorIndex, snapshot_paths, write_snapshot
 from service.items import NewRow
 from service.rowcache import RowCache
@@ -316,7 +317,7 @@ class Catalogue:
         """Delete the row, then its vector (a vector left behind by a crash goes at the next start)."""
         with self._lock.write(), self.db.session() as session:
             row = items.row_by_id(session, self.name, item_id)
-            items.claim_write(session, self.name, self.model_id)
+            self._claim_removal(session)
             items.remove_keys(session, self.name, [row.key])
             session.commit()
             if self.runtime is not None:
@@ -326,7 +327,7 @@ class Catalogue:
     def clear(self) -> int:
         """Delete every item of the collection (its model stays); returns how many there were."""
         with self._lock.write(), self.db.session() as session:
-            items.claim_write(session, self.name, self.model_id)
+            self._claim_removal(session)
             keys = items.all_keys(session, self.name)
             items.remove_keys(session, self.name, keys)
             session.commit()
@@ -334,6 +335,13 @@ class Catalogue:
                 self.runtime.index.remove(keys)
             self.rows.discard(keys)
         return len(keys)
+
+    def _claim_removal(self, session: Session) -> None:
+        """A removal needs no embedding, so a model changed elsewhere is only a 409 until we follow it."""
+        try:
+            items.claim_write(session, self.name, self.model_id)
+        except ModelChanged:
+            raise moved_elsewhere(self.name) from None
 
     # -- the model -----------------------------------------------------------------------------------
     def switch_model(

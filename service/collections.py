@@ -19,7 +19,7 @@ from service import items
 from service.catalogue import DEFAULT, Catalogue, FollowResult
 from service.db import Database
 from service.encoder import Encoder
-from service.errors import ErrorCode, ServiceError
+from service.errors import ErrorCode, ServiceError, activating
 from service.index import IndexParams
 from service.paths import DataDir
 from service.tables import ActivationRow, CollectionRow
@@ -134,7 +134,7 @@ class Collections:
                 "the default collection cannot be deleted; empty it with DELETE /collections/default/items",
             )
         if not catalogue.activation_mutex.acquire(blocking=False):
-            raise ServiceError(ErrorCode.CONFLICT, f"collection {name!r} is activating a model; retry after")
+            raise activating(name)
         try:
             with self.db.session() as session:
                 items.delete_collection_rows(session, name)

@@ -77,6 +77,20 @@ NO_MODEL_HINT = (
 )
 
 
+def activating(collection: str) -> ServiceError:
+    """One activation per collection at a time: activate, roll back and delete wait their turn."""
+    return ServiceError(
+        ErrorCode.CONFLICT, f"collection {collection!r} is activating a model; retry when it is done"
+    )
+
+
+def moved_elsewhere(collection: str) -> ServiceError:
+    """Another replica switched the collection's model; this one follows within a poll interval."""
+    return ServiceError(
+        ErrorCode.CONFLICT, f"collection {collection!r} changed model on another replica; retry"
+    )
+
+
 def no_model() -> ServiceError:
     return ServiceError(ErrorCode.NO_MODEL, NO_MODEL_HINT)
 

@@ -393,7 +393,9 @@ class ItemOut(BaseModel):
     id: str = Field(description="unique in its collection")
     label: str | None = Field(description="its class, or null")
     metadata: dict[str, Any] | None = Field(description="as stored, or null")
-    model: str = Field(description="the collection's active model, which the embedding comes from")
+    model: str | None = Field(
+        description="the collection's active model, which the embedding comes from (null: none loaded)"
+    )
     created_at: datetime = Field(description="when it was stored (UTC)")
     input: dict[str, Any] | None = Field(None, description="{'vector': [...]} or {'image': base64}, if asked")
     embedding: list[float] | None = Field(None, description="the stored embedding, if asked")

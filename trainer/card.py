@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 CARD_VERSION = 1
 CARD_FILE = "model.json"
@@ -78,6 +78,11 @@ class DatasetInfo(BaseModel):
     label_names: list[str]
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """A card written by hand without a zone means UTC, so every timestamp the service shows carries one."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 class ModelCard(BaseModel):
     """Everything the service needs to load and honour a model, with nothing else at hand."""
 
@@ -85,7 +90,9 @@ class ModelCard(BaseModel):
 
     card_version: int = CARD_VERSION
     model_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: Annotated[datetime, AfterValidator(_as_utc)] = Field(
+        default_factory=lambda: datetime.now(UTC)
+    )
     input: InputSpec
     embedding_dim: int = Field(gt=0)
     normalized: bool = True

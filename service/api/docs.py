@@ -25,7 +25,7 @@ from service.api.deps import named_catalogue
 from service.catalogue import EMPTY_INDEX
 from service.config import Settings
 from service.datasets import UNPACKED_FACTOR
-from service.errors import NO_MODEL_HINT, overloaded
+from service.errors import NO_MODEL_HINT, activating, moved_elsewhere, overloaded
 from service.items import not_found
 from service.schemas import EXAMPLE_MODEL, ErrorOut, ValidationErrorOut
 
@@ -165,8 +165,9 @@ COLLECTION_WITHOUT_MODEL = Problem(
     'collection \'digits\' has no model yet: POST /collections/digits/activate {"model": "<id>"} '
     '(GET /models lists them), or train one with POST /train {"collection": "digits", "activate": true, ...}',
 )
-ACTIVATING = Problem(
-    409, "an activation is under way", "collection 'digits' is already activating a model; retry after"
+ACTIVATING = Problem(409, "an activation is under way", activating("digits").detail)
+MOVED_ELSEWHERE = Problem(
+    409, "another replica switched the collection's model a moment ago", moved_elsewhere("digits").detail
 )
 GATE_REFUSED = Problem(
     409,

@@ -212,7 +212,7 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
         "/{item_id}",
         status_code=204,
         summary=doc.summary("Delete an item"),
-        responses=doc.errors(docs.UNKNOWN_ITEM),
+        responses=doc.errors(docs.UNKNOWN_ITEM, docs.MOVED_ELSEWHERE),
     )
     def delete_item(item_id: ItemIdPath, catalogue: CatalogueDep) -> Response:
         """Delete an item and its vector."""
@@ -224,7 +224,7 @@ def routes(catalogue_dep: Callable[..., Any]) -> APIRouter:
         status_code=200,
         response_model=DeletedOut,
         summary=doc.summary("Delete every item"),
-        responses=doc.errors(docs.ALL_REQUIRED),
+        responses=doc.errors(docs.ALL_REQUIRED, docs.MOVED_ELSEWHERE),
     )
     def delete_items(
         catalogue: CatalogueDep,

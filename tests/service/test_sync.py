@@ -87,3 +87,26 @@ def test_follow_loads_a_model_another_replica_activated(tmp_path, database_url):
         assert catalogue.model_id == "toy-b" and catalogue.size == 9, "rebuilt from the table, nothing lost"
         hits = c.post("/search", json={"item": {"id": "i4"}, "k": 1}).json()
         assert hits["model"] == "toy-b" and hits["neighbors"][0]["id"] == "i4"
+
+
+def test_a_removal_while_the_model_moved_elsewhere_is_a_409_that_changes_nothing(tmp_path, database_url):
+    settings = make_settings(tmp_path, model=model_dir(), database_url=database_url, sync_interval=0)
+    shutil.copytree(model_dir("toy-b", scale=2.0), settings.paths.models / "toy-b")
+    with TestClient(create_app(settings)) as c:
+        state = c.app.state.service
+        x, y = blobs(3)
+        c.post("/items", json={"items": vector_items(x, y)})
+        with state.db.session() as session:  # another replica activated toy-b; this one has not followed yet
+            keys = items.all_keys(session, "default")
+            vectors = items.load_embeddings(session, keys, "toy-vec", 8)[1]
+            items.store_embeddings(session, "toy-b", np.asarray(keys), vectors)
+            session.execute(update(CollectionRow).values(model_id="toy-b", previous_model_id="toy-vec"))
+            session.commit()
+        for request in (lambda: c.delete("/items/i4"), lambda: c.delete("/items", params={"all": "true"})):
+            answer = request()
+            assert answer.status_code == 409, answer.text
+            assert "changed model on another replica; retry" in answer.json()["detail"]
+        assert c.get("/items").json()["total"] == 9
+        state.collections.default.follow()
+        assert c.delete("/items/i4").status_code == 204
+        assert c.get("/items").json()["total"] == 8

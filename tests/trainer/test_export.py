@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 
 import pytest
 import torch
@@ -59,6 +60,13 @@ def test_card_rejects_unknown_distance_and_bad_ids():
         make_card(distance="manhattan")
     with pytest.raises(ValueError):
         make_card(model_id="../escape")
+
+
+def test_a_card_written_without_a_time_zone_reads_as_utc():
+    naive = make_card(created_at="2026-01-31T12:00:00").created_at
+    assert naive.utcoffset() == timedelta(0) and (naive.hour, naive.minute) == (12, 0)
+    paris = make_card(created_at="2026-01-31T12:00:00+01:00").created_at
+    assert paris.utcoffset() == timedelta(hours=1)  # a zone it has is kept
 
 
 def test_export_writes_verified_scripted_model(tmp_path):

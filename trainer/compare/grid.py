@@ -139,6 +139,7 @@ def has_official_test(dataset: str) -> bool:
     """Built-ins that bring their own test split (the trainer keeps it, see ``load_test_dataset``)."""
     return dataset == "fashion-mnist"
 
+
 QUICK_OUT = Path("runs/compare-quick")
 
 
