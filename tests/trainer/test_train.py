@@ -89,6 +89,82 @@ def test_training_lowers_loss_and_beats_the_untrained_encoder(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "loss,projection_dim,exported,width",
+    [("supcon", 8, "projection", 8), ("supcon", 0, "backbone", 24), ("ce", 8, "backbone", 24)],
+)
+def test_the_exported_embedding_is_the_space_the_loss_trained(
+    tmp_path, loss, projection_dim, exported, width
+):
+    """With a projection head the service gets the head's normalised output; without one (or for ce,
+    whose head is a classifier) the backbone's. The card says which, and its width."""
+    ds = noisy_blobs(n_per_class=30, classes=3)
+    config = quick_config(loss=loss, epochs=2, embedding_dim=24, projection_dim=projection_dim, name="m")
+    result = train(config, out_dir=tmp_path, dataset=ds)
+    assert (result.card.encoder["exported"], result.card.embedding_dim) == (exported, width)
+    # Rebuild the training model from the checkpoint's best weights and compare with the exported file.
+    best = torch.load(tmp_path / ".runs" / "m" / "checkpoint.pt", weights_only=False)["best_state"]
+    model = build_model(
+        encoder="mlp",
+        input_shape=(48,),
+        standardize=Standardize.fit(torch.from_numpy(ds.x)),
+        embedding_dim=24,
+        hidden=[64],
+        projection_dim=projection_dim,
+        n_classes=3 if loss == "ce" else None,
+    )
+    model.encoder.load_state_dict(best)
+    model.eval()
+    x = torch.from_numpy(ds.x[:7])
+    with torch.no_grad():
+        loss_space = model.encoder.head(model.encoder.backbone(model.encoder.standardize(x)))
+        served = load_scripted(result.model_dir / "encoder.pt")(x)
+    assert served.shape == (7, width)
+    torch.testing.assert_close(served, torch.nn.functional.normalize(loss_space, dim=1), atol=1e-5, rtol=0)
+
+
+def test_card_metrics_and_test_operating_point_are_those_of_the_exported_module(tmp_path):
+    ds = noisy_blobs(n_per_class=40, classes=4)
+    result = train(quick_config(epochs=4), out_dir=tmp_path, dataset=ds)
+    card, splits = result.card, result.splits
+    module = load_scripted(result.model_dir / "encoder.pt")
+    train_emb = embed(module, splits.train.x, torch.device("cpu"))
+    test_emb = embed(module, splits.test.x, torch.device("cpu"))
+    again = evaluate_embeddings(train_emb, splits.train.y, test_emb, splits.test.y, "cosine")
+    for key, value in again.items():
+        assert card.metrics[key] == pytest.approx(value, abs=1e-9), key
+    # The threshold's test operating point, by a loop over every pair of the test split.
+    t = card.threshold
+    assert t is not None and t.test is not None and t.test.split == "test"
+    accepted = {True: 0, False: 0}
+    counts = {True: 0, False: 0}
+    for i in range(len(test_emb)):
+        for j in range(i + 1, len(test_emb)):
+            same = bool(splits.test.y[i] == splits.test.y[j])
+            cos = float(np.dot(test_emb[i], test_emb[j])) / float(
+                np.linalg.norm(test_emb[i]) * np.linalg.norm(test_emb[j])
+            )
+            counts[same] += 1
+            accepted[same] += (1.0 - cos) <= t.distance
+    assert (t.test.n_same, t.test.n_different) == (counts[True], counts[False])
+    assert t.test.tar == pytest.approx(accepted[True] / counts[True], abs=1.5 / counts[True])
+    assert t.test.far == pytest.approx(accepted[False] / counts[False], abs=1.5 / counts[False])
+    # ... and the calibration side records its pair counts.
+    n_calib = len(splits.calib.y)
+    assert t.n_pairs == t.n_same + t.n_different == n_calib * (n_calib - 1) // 2
+
+
+def test_the_exported_epoch_is_the_one_with_the_best_validation_map_at_r(tmp_path):
+    seen: list[Progress] = []
+    result = train(quick_config(epochs=8), out_dir=tmp_path, dataset=noisy_blobs(), progress=seen.append)
+    scores = [h["val_map_at_r"] for h in result.history]
+    best = int(np.argmax(scores))  # the first of equal scores: a later tie does not replace it
+    assert result.card.metrics["best_epoch"] == best + 1
+    assert result.card.metrics["best_val_map_at_r"] == scores[best]
+    final = next(p for p in seen if p.phase == "final")
+    assert final.metrics["best_epoch"] == best + 1
+
+
+@pytest.mark.parametrize(
     "loss,extra",
     [
         ("contrastive", {}),
