@@ -672,5 +672,8 @@ def test_evaluate_embeddings_keys_and_values():
     assert list(got) == ["knn_1_accuracy", "knn_5_accuracy", "precision_at_1", "map_at_r"]
     assert all(type(v) is float for v in got.values())
     assert got["knn_5_accuracy"] == knn_accuracy(val, val_y, train, train_y, 5, "cosine")
+    assert got["knn_1_accuracy"] == knn_accuracy(
+        val, val_y, train, train_y, 1, "cosine"
+    )  # from the k=5 search
     assert got["precision_at_1"] == precision_at_1(val, val_y, "cosine")
     assert got["map_at_r"] == map_at_r(val, val_y, "cosine")
