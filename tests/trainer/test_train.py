@@ -13,7 +13,16 @@ from trainer.export import load_scripted
 from trainer.losses import LOSSES
 from trainer.metrics import evaluate_embeddings
 from trainer.models import Standardize, build_model
-from trainer.train import Cancelled, Progress, TrainError, embed, lr_at, resolve_device, train
+from trainer.train import (
+    Cancelled,
+    Progress,
+    TrainError,
+    embed,
+    lr_at,
+    reference_sample,
+    resolve_device,
+    train,
+)
 
 
 def noisy_blobs(
@@ -286,6 +295,15 @@ def test_early_stopping_stops_and_progress_is_reported(tmp_path):
     assert phases == {"train", "epoch", "final"}
     epochs = [p.epoch for p in seen if p.phase == "epoch"]
     assert epochs == list(range(1, len(result.history) + 1))
+
+
+def test_epoch_references_are_a_fixed_sample_capped_in_size():
+    assert reference_sample(50, 100, seed=0).tolist() == list(range(50))
+    picked = reference_sample(1000, 100, seed=3)
+    assert len(set(picked.tolist())) == 100 and picked.tolist() == sorted(picked.tolist())
+    assert picked.min() >= 0 and picked.max() < 1000
+    assert np.array_equal(picked, reference_sample(1000, 100, seed=3))
+    assert not np.array_equal(picked, reference_sample(1000, 100, seed=4))
 
 
 def test_lr_schedule_warms_up_then_decays():
