@@ -139,7 +139,7 @@ def plot_roc(
             xlabel="false accept rate (different-label pairs accepted)",
             ylabel="true accept rate (same-label pairs accepted)",
             title="Verification ROC"
-            + (f" ({point.n_same} same / {point.n_different} different pairs)" if point else ""),
+            + (f" ({point.n_same:,} same / {point.n_different:,} different pairs)" if point else ""),
         )
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="lower right")
@@ -186,14 +186,14 @@ def render_report(card: ModelCard, history: list[dict[str, Any]], plots: dict[st
         lines += [
             f"Verification threshold (cosine distance) **{t.distance:.4f}**, "
             f"calibrated for FAR ≤ {t.target_far:g} on the calibration split: "
-            f"FAR {t.far:.4f}, TAR {t.tar:.4f} over {t.n_pairs} pairs"
-            + (f" ({t.n_same} same, {t.n_different} different)." if t.n_same is not None else "."),
+            f"FAR {t.far:.4f}, TAR {t.tar:.4f} over {t.n_pairs:,} pairs"
+            + (f" ({t.n_same:,} same, {t.n_different:,} different)." if t.n_same is not None else "."),
             "",
         ]
         if t.test is not None:
             lines += [
                 f"On the {t.test.split} split the same threshold gives **FAR {t.test.far:.4f}, "
-                f"TAR {t.test.tar:.4f}** ({t.test.n_same} same-label and {t.test.n_different} "
+                f"TAR {t.test.tar:.4f}** ({t.test.n_same:,} same-label and {t.test.n_different:,} "
                 "different-label pairs): what `/verify` should be expected to do.",
                 "",
             ]

@@ -60,7 +60,7 @@ def test_report_states_the_test_operating_point_and_its_figures_are_readable():
     files = render_report(card, history, plots)
     text = files["report.md"].decode()
     assert f"On the test split the same threshold gives **FAR {point.far:.4f}, TAR {point.tar:.4f}**" in text
-    assert f"({point.n_same} same-label and {point.n_different} different-label pairs)" in text
+    assert f"({point.n_same:,} same-label and {point.n_different:,} different-label pairs)" in text
     assert "the projection head's normalised output" in text
     for name, min_width in (("curves.png", 1100), ("pca.png", 700), ("roc.png", 700)):
         width, height = Image.open(io.BytesIO(files[name])).size
