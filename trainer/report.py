@@ -153,6 +153,21 @@ def describe_loss(loss: dict[str, Any]) -> str:
     return f"{name} ({', '.join(params)})" if params else name
 
 
+def _training_line(card: ModelCard, plots: dict[str, Any]) -> list[str]:
+    """How the run went: epochs run and exported, and whether batches were augmented (and why)."""
+    parts = []
+    if "epochs_run" in card.metrics:
+        parts.append(f"{card.metrics['epochs_run']:.0f} of {card.config.get('epochs', '?')} epochs run")
+    if "best_epoch" in card.metrics:
+        parts.append(
+            f"epoch {card.metrics['best_epoch']:.0f} exported (best validation {plots.get('monitor', '?')})"
+        )
+    if "augmented" in plots:
+        how = "set" if card.config.get("augment") is not None else "auto, by training items per class"
+        parts.append(f"augmentation {'on' if plots['augmented'] else 'off'} ({how})")
+    return [("Training: " + "; ".join(parts) + "."), ""] if parts else []
+
+
 def _exported(card: ModelCard) -> str:
     """Which layer the exported embedding comes from, in words (cards before the field say nothing)."""
     return {
@@ -173,6 +188,7 @@ def render_report(card: ModelCard, history: list[dict[str, Any]], plots: dict[st
         f"({card.dataset.n_train} train / {card.dataset.n_val} val / {card.dataset.n_calib} calib / "
         f"{card.dataset.n_test} test).",
         "",
+        *_training_line(card, plots),
         f"Metrics of the exported embedding ({card.embedding_dim} dimensions, {_exported(card)}) "
         f"on the {split} split:",
         "",

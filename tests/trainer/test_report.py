@@ -56,12 +56,17 @@ def test_report_states_the_test_operating_point_and_its_figures_are_readable():
         "roc": verification_roc(dist[2000:], same[2000:]),
         "operating_point": point,
         "monitor": "map_at_r",
+        "augmented": False,
     }
     files = render_report(card, history, plots)
     text = files["report.md"].decode()
     assert f"On the test split the same threshold gives **FAR {point.far:.4f}, TAR {point.tar:.4f}**" in text
     assert f"({point.n_same:,} same-label and {point.n_different:,} different-label pairs)" in text
     assert "the projection head's normalised output" in text
+    assert (
+        "epoch 3 exported (best validation map_at_r); augmentation off (auto, by training items per class)"
+        in text
+    )
     for name, min_width in (("curves.png", 1100), ("pca.png", 700), ("roc.png", 700)):
         width, height = Image.open(io.BytesIO(files[name])).size
         assert width >= min_width and height >= 500, (name, width, height)

@@ -22,6 +22,7 @@ from trainer.train import (
     reference_sample,
     resolve_device,
     train,
+    wants_augment,
 )
 
 
@@ -304,6 +305,15 @@ def test_epoch_references_are_a_fixed_sample_capped_in_size():
     assert picked.min() >= 0 and picked.max() < 1000
     assert np.array_equal(picked, reference_sample(1000, 100, seed=3))
     assert not np.array_equal(picked, reference_sample(1000, 100, seed=4))
+
+
+def test_augmentation_is_auto_by_training_items_per_class_unless_set():
+    auto = quick_config()
+    assert auto.augment is None
+    assert wants_augment(auto, n_train=9_999, n_classes=10) is True  # MNIST-5k: 300 per class
+    assert wants_augment(auto, n_train=10_000, n_classes=10) is False  # Fashion-MNIST: 4,800 per class
+    assert wants_augment(quick_config(augment=True), n_train=48_000, n_classes=10) is True
+    assert wants_augment(quick_config(augment=False), n_train=100, n_classes=10) is False
 
 
 def test_lr_schedule_warms_up_then_decays():
