@@ -55,11 +55,24 @@ class ImageInput(BaseModel):
 InputSpec = Annotated[VectorInput | ImageInput, Field(discriminator="kind")]
 
 
+class OperatingPoint(BaseModel):
+    """What a threshold achieves on the pairs of one split it was not calibrated on."""
+
+    split: str = Field(description="the split whose pairs were counted: test, or validation without one")
+    far: float = Field(description="different-label pairs accepted / n_different")
+    tar: float = Field(description="same-label pairs accepted / n_same")
+    n_same: int = Field(ge=0)
+    n_different: int = Field(ge=0)
+
+
 class Threshold(BaseModel):
     """Verification threshold: two items are "the same" when ``distance <= distance_threshold``.
 
     Calibrated on the calibration split (never on test) for ``target_far``; ``far`` and
-    ``tar`` are what that threshold achieved there.
+    ``tar`` are what that threshold achieved there, over ``n_pairs`` pairs (``n_same`` +
+    ``n_different``). ``test`` is what it achieves on the held-out test pairs: the rates a user
+    of ``/verify`` should expect. Fields after ``n_pairs`` came later and default to None, so
+    older cards still load.
     """
 
     distance: float
@@ -67,6 +80,9 @@ class Threshold(BaseModel):
     far: float
     tar: float
     n_pairs: int = 0
+    n_same: int | None = None
+    n_different: int | None = None
+    test: OperatingPoint | None = None
 
 
 class DatasetInfo(BaseModel):

@@ -135,7 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{key:<28} {value:.4f}")
     if result.card.threshold:
         t = result.card.threshold
-        print(f"{'threshold (cosine dist.)':<28} {t.distance:.4f}  (FAR {t.far:.4f}, TAR {t.tar:.4f})")
+        print(f"{'threshold (cosine dist.)':<28} {t.distance:.4f}  (calib FAR {t.far:.4f}, TAR {t.tar:.4f})")
+        if t.test is not None:
+            print(f"{'  on the ' + t.test.split + ' pairs':<28} FAR {t.test.far:.4f}, TAR {t.test.tar:.4f}")
     print(f"model directory: {result.model_dir}")
     return 0
 

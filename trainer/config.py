@@ -68,7 +68,12 @@ class TrainConfig(BaseModel):
     test_fraction: float = Field(
         default=0.2, ge=0.0, lt=0.6, description="held out for the final test (unless data bring their own)"
     )
-    augment: bool = Field(default=True, description="augment training batches (ntxent always does)")
+    augment: bool | None = Field(
+        default=None,
+        description="augment training batches; unset (null) = auto: on when the training split has fewer "
+        "than 1,000 items per class, where it helps (MNIST-5k), off above, where it hurt (Fashion-MNIST). "
+        "ntxent always augments",
+    )
 
     # loss
     loss: LossName = Field(

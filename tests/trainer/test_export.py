@@ -10,7 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.card import CARD_VERSION, CardError, DatasetInfo, ImageInput, ModelCard, VectorInput, read_card
+from trainer.card import (
+    CARD_VERSION,
+    CardError,
+    DatasetInfo,
+    ImageInput,
+    ModelCard,
+    OperatingPoint,
+    Threshold,
+    VectorInput,
+    read_card,
+)
 from trainer.export import load_scripted, sha256_file, write_model_dir
 from trainer.models import EmbeddingModel, Standardize, build_model
 from trainer.report import describe_loss
@@ -40,6 +50,32 @@ def test_card_round_trip_keeps_every_field(tmp_path):
     assert again == card
     assert again.input.kind == "image" and again.input.dim == 64
     assert again.label_names == ["a", "b"]
+
+
+def test_card_threshold_reports_the_test_operating_point_and_older_cards_still_load(tmp_path):
+    card = make_card(
+        threshold=Threshold(
+            distance=0.3,
+            target_far=0.01,
+            far=0.0099,
+            tar=0.9,
+            n_pairs=1000,
+            n_same=100,
+            n_different=900,
+            test=OperatingPoint(split="test", far=0.011, tar=0.88, n_same=400, n_different=3600),
+        )
+    )
+    (tmp_path / "model.json").write_text(card.model_dump_json())
+    assert read_card(tmp_path) == card
+    # A card written before these fields existed (card_version 1, threshold without them) loads as before.
+    data = json.loads(card.model_dump_json())
+    for key in ("n_same", "n_different", "test"):
+        del data["threshold"][key]
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    old = read_card(tmp_path)
+    assert old.card_version == CARD_VERSION == 1
+    assert old.threshold is not None and old.threshold.test is None and old.threshold.n_same is None
+    assert old.threshold.distance == 0.3
 
 
 def test_card_refuses_newer_version_and_garbage(tmp_path):

@@ -26,7 +26,9 @@ from trainer.metrics import (
     knn_search,
     linear_probe_accuracy,
     map_at_r,
+    operating_point,
     pairwise_distance,
+    pca,
     pca_2d,
     precision_at_1,
     verification_pairs,
@@ -522,6 +524,7 @@ def test_calibrate_threshold_is_maximal(target):
     res = calibrate_threshold(d, s, target)
     far, tar = naive_far_tar(d, s, res.threshold)
     assert res.far == pytest.approx(far) and res.tar == pytest.approx(tar) and res.n_pairs == 600
+    assert (res.n_same, res.n_different) == (int(s.sum()), int((~s).sum()))
     assert far <= target
     assert res.threshold in d
     larger = d[d > res.threshold]
@@ -542,6 +545,37 @@ def test_calibrate_threshold_never_splits_a_tie_group():
 def test_calibrate_threshold_when_the_closest_pair_is_negative():
     res = calibrate_threshold(np.array([0.2, 0.3, 0.4]), np.array([False, True, False]), 0.1)
     assert res.threshold < 0.2 and res.far == 0.0 and res.tar == 0.0
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 0.3, 0.45, 0.7, 5.0])
+def test_operating_point_matches_loop(threshold):
+    rng = np.random.default_rng(16)
+    s = rng.random(500) < 0.2
+    d = np.round(rng.normal(loc=np.where(s, 0.3, 0.7), scale=0.15), 2)  # ties at the threshold count
+    got = operating_point(d, s, threshold)
+    far, tar = naive_far_tar(d, s, threshold)
+    assert (got.far, got.tar) == (pytest.approx(far), pytest.approx(tar))
+    assert (got.threshold, got.n_pairs, got.n_same, got.n_different) == (threshold, 500, s.sum(), (~s).sum())
+
+
+def test_a_threshold_calibrated_on_many_pairs_lands_near_its_target_on_fresh_pairs():
+    """The calibrated FAR is a quantile estimate: on fresh pairs of the same distribution it holds."""
+    rng = np.random.default_rng(17)
+
+    def pairs(n):
+        s = rng.random(n) < 0.1
+        return rng.normal(loc=np.where(s, 0.3, 0.7), scale=0.12), s
+
+    t = calibrate_threshold(*pairs(100_000), 0.01)
+    fresh = operating_point(*pairs(100_000), t.threshold)
+    assert 0.008 <= fresh.far <= 0.012
+
+
+def test_operating_point_validates():
+    with pytest.raises(ValueError, match="no different-label"):
+        operating_point(np.array([0.1, 0.2]), np.array([True, True]), 0.1)
+    with pytest.raises(ValueError, match="finite"):
+        operating_point(np.array([0.1, 0.2]), np.array([True, False]), float("nan"))
 
 
 def test_calibrate_threshold_validates():
@@ -616,6 +650,18 @@ def test_pca_2d_matches_sklearn_up_to_sign():
     assert pca_2d(x[:, :1]).shape == (80, 2)  # 1-D embeddings are padded
 
 
+def test_pca_explained_variance_matches_sklearn_and_a_variance_loop():
+    x, _ = make_labelled(80, 6, 3, seed=22)
+    points, ratio = pca(x, 3)
+    np.testing.assert_allclose(ratio, PCA(n_components=3).fit(x).explained_variance_ratio_, atol=1e-10)
+    total = sum(((x[:, j] - x[:, j].mean()) ** 2).sum() for j in range(x.shape[1]))
+    for c in range(3):  # each ratio is the variance of the projected points over the total
+        assert ratio[c] == pytest.approx(sum(v * v for v in points[:, c]) / total)
+    points, ratio = pca(x[:, :1], 2)
+    assert points.shape == (80, 2) and ratio.tolist() == [pytest.approx(1.0), 0.0]
+    assert pca(np.ones((5, 3)), 2)[1].tolist() == [0.0, 0.0]  # no variance at all: no NaN
+
+
 # --------------------------------------------------------------------------- evaluate_embeddings
 
 
@@ -626,5 +672,8 @@ def test_evaluate_embeddings_keys_and_values():
     assert list(got) == ["knn_1_accuracy", "knn_5_accuracy", "precision_at_1", "map_at_r"]
     assert all(type(v) is float for v in got.values())
     assert got["knn_5_accuracy"] == knn_accuracy(val, val_y, train, train_y, 5, "cosine")
+    assert got["knn_1_accuracy"] == knn_accuracy(
+        val, val_y, train, train_y, 1, "cosine"
+    )  # from the k=5 search
     assert got["precision_at_1"] == precision_at_1(val, val_y, "cosine")
     assert got["map_at_r"] == map_at_r(val, val_y, "cosine")

@@ -13,7 +13,17 @@ from trainer.export import load_scripted
 from trainer.losses import LOSSES
 from trainer.metrics import evaluate_embeddings
 from trainer.models import Standardize, build_model
-from trainer.train import Cancelled, Progress, TrainError, embed, lr_at, resolve_device, train
+from trainer.train import (
+    Cancelled,
+    Progress,
+    TrainError,
+    embed,
+    lr_at,
+    reference_sample,
+    resolve_device,
+    train,
+    wants_augment,
+)
 
 
 def noisy_blobs(
@@ -86,6 +96,82 @@ def test_training_lowers_loss_and_beats_the_untrained_encoder(tmp_path):
     assert after > before + 0.1, (before, after)
     assert result.card.threshold is not None
     assert result.card.threshold.far <= config.target_far + 1e-12
+
+
+@pytest.mark.parametrize(
+    "loss,projection_dim,exported,width",
+    [("supcon", 8, "projection", 8), ("supcon", 0, "backbone", 24), ("ce", 8, "backbone", 24)],
+)
+def test_the_exported_embedding_is_the_space_the_loss_trained(
+    tmp_path, loss, projection_dim, exported, width
+):
+    """With a projection head the service gets the head's normalised output; without one (or for ce,
+    whose head is a classifier) the backbone's. The card says which, and its width."""
+    ds = noisy_blobs(n_per_class=30, classes=3)
+    config = quick_config(loss=loss, epochs=2, embedding_dim=24, projection_dim=projection_dim, name="m")
+    result = train(config, out_dir=tmp_path, dataset=ds)
+    assert (result.card.encoder["exported"], result.card.embedding_dim) == (exported, width)
+    # Rebuild the training model from the checkpoint's best weights and compare with the exported file.
+    best = torch.load(tmp_path / ".runs" / "m" / "checkpoint.pt", weights_only=False)["best_state"]
+    model = build_model(
+        encoder="mlp",
+        input_shape=(48,),
+        standardize=Standardize.fit(torch.from_numpy(ds.x)),
+        embedding_dim=24,
+        hidden=[64],
+        projection_dim=projection_dim,
+        n_classes=3 if loss == "ce" else None,
+    )
+    model.encoder.load_state_dict(best)
+    model.eval()
+    x = torch.from_numpy(ds.x[:7])
+    with torch.no_grad():
+        loss_space = model.encoder.head(model.encoder.backbone(model.encoder.standardize(x)))
+        served = load_scripted(result.model_dir / "encoder.pt")(x)
+    assert served.shape == (7, width)
+    torch.testing.assert_close(served, torch.nn.functional.normalize(loss_space, dim=1), atol=1e-5, rtol=0)
+
+
+def test_card_metrics_and_test_operating_point_are_those_of_the_exported_module(tmp_path):
+    ds = noisy_blobs(n_per_class=40, classes=4)
+    result = train(quick_config(epochs=4), out_dir=tmp_path, dataset=ds)
+    card, splits = result.card, result.splits
+    module = load_scripted(result.model_dir / "encoder.pt")
+    train_emb = embed(module, splits.train.x, torch.device("cpu"))
+    test_emb = embed(module, splits.test.x, torch.device("cpu"))
+    again = evaluate_embeddings(train_emb, splits.train.y, test_emb, splits.test.y, "cosine")
+    for key, value in again.items():
+        assert card.metrics[key] == pytest.approx(value, abs=1e-9), key
+    # The threshold's test operating point, by a loop over every pair of the test split.
+    t = card.threshold
+    assert t is not None and t.test is not None and t.test.split == "test"
+    accepted = {True: 0, False: 0}
+    counts = {True: 0, False: 0}
+    for i in range(len(test_emb)):
+        for j in range(i + 1, len(test_emb)):
+            same = bool(splits.test.y[i] == splits.test.y[j])
+            cos = float(np.dot(test_emb[i], test_emb[j])) / float(
+                np.linalg.norm(test_emb[i]) * np.linalg.norm(test_emb[j])
+            )
+            counts[same] += 1
+            accepted[same] += (1.0 - cos) <= t.distance
+    assert (t.test.n_same, t.test.n_different) == (counts[True], counts[False])
+    assert t.test.tar == pytest.approx(accepted[True] / counts[True], abs=1.5 / counts[True])
+    assert t.test.far == pytest.approx(accepted[False] / counts[False], abs=1.5 / counts[False])
+    # ... and the calibration side records its pair counts.
+    n_calib = len(splits.calib.y)
+    assert t.n_pairs == t.n_same + t.n_different == n_calib * (n_calib - 1) // 2
+
+
+def test_the_exported_epoch_is_the_one_with_the_best_validation_map_at_r(tmp_path):
+    seen: list[Progress] = []
+    result = train(quick_config(epochs=8), out_dir=tmp_path, dataset=noisy_blobs(), progress=seen.append)
+    scores = [h["val_map_at_r"] for h in result.history]
+    best = int(np.argmax(scores))  # the first of equal scores: a later tie does not replace it
+    assert result.card.metrics["best_epoch"] == best + 1
+    assert result.card.metrics["best_val_map_at_r"] == scores[best]
+    final = next(p for p in seen if p.phase == "final")
+    assert final.metrics["best_epoch"] == best + 1
 
 
 @pytest.mark.parametrize(
@@ -210,6 +296,24 @@ def test_early_stopping_stops_and_progress_is_reported(tmp_path):
     assert phases == {"train", "epoch", "final"}
     epochs = [p.epoch for p in seen if p.phase == "epoch"]
     assert epochs == list(range(1, len(result.history) + 1))
+
+
+def test_epoch_references_are_a_fixed_sample_capped_in_size():
+    assert reference_sample(50, 100, seed=0).tolist() == list(range(50))
+    picked = reference_sample(1000, 100, seed=3)
+    assert len(set(picked.tolist())) == 100 and picked.tolist() == sorted(picked.tolist())
+    assert picked.min() >= 0 and picked.max() < 1000
+    assert np.array_equal(picked, reference_sample(1000, 100, seed=3))
+    assert not np.array_equal(picked, reference_sample(1000, 100, seed=4))
+
+
+def test_augmentation_is_auto_by_training_items_per_class_unless_set():
+    auto = quick_config()
+    assert auto.augment is None
+    assert wants_augment(auto, n_train=9_999, n_classes=10) is True  # MNIST-5k: 300 per class
+    assert wants_augment(auto, n_train=10_000, n_classes=10) is False  # Fashion-MNIST: 4,800 per class
+    assert wants_augment(quick_config(augment=True), n_train=48_000, n_classes=10) is True
+    assert wants_augment(quick_config(augment=False), n_train=100, n_classes=10) is False
 
 
 def test_lr_schedule_warms_up_then_decays():
