@@ -104,6 +104,12 @@ class TrainConfig(BaseModel):
     projection_dim: int = Field(
         default=128, ge=0, le=MAX_WIDTH, description="projection head width; 0 = none"
     )
+    export: Literal["projection", "backbone"] = Field(
+        default="projection",
+        description="the served embedding: the projection head's output (the space the loss trained, best "
+        "for search and verification), or the backbone's before the head (as SupCon/SimCLR keep it for "
+        "linear probes on new tasks)",
+    )
 
     # optimisation
     epochs: int = Field(default=20, gt=0, le=10_000, description="most epochs (patience may stop sooner)")

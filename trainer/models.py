@@ -127,15 +127,16 @@ class EmbeddingModel(nn.Module):
 
 
 class TrainingModel(nn.Module):
-    """The exported encoder plus what only training needs: the classifier of ``ce`` (else nothing)."""
+    """The exported encoder plus what only training uses: the classifier of ``ce``, or the projection
+    head when the backbone's output is exported (else nothing)."""
 
-    def __init__(self, encoder: EmbeddingModel, classifier: nn.Module | None = None) -> None:
+    def __init__(self, encoder: EmbeddingModel, training_head: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder = encoder
-        self.classifier = classifier if classifier is not None else nn.Identity()
+        self.training_head = training_head if training_head is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.encoder.features(x))
+        return self.training_head(self.encoder.features(x))
 
 
 def build_model(
@@ -148,11 +149,13 @@ def build_model(
     channels: Sequence[int] = (32, 64),
     projection_dim: int = 128,
     n_classes: int | None = None,
+    export_head: bool = True,
 ) -> TrainingModel:
     """Build the training model for one sample shape ``(D,)`` or ``(C, H, W)``.
 
     With ``n_classes`` a linear classifier sits on the backbone instead of a projection head (the
-    cross-entropy baseline); ``projection_dim`` is then unused.
+    cross-entropy baseline); ``projection_dim`` is then unused. ``export_head=False`` keeps the
+    projection head out of the exported encoder (its embedding is then the backbone's output).
     """
     if encoder == "mlp":
         in_features = 1
@@ -168,11 +171,18 @@ def build_model(
     if n_classes is not None:
         classifier = nn.Sequential(nn.ReLU(), nn.Linear(embedding_dim, n_classes))
         return TrainingModel(EmbeddingModel(standardize, backbone), classifier)
-    return TrainingModel(
-        EmbeddingModel(standardize, backbone, projection_head(embedding_dim, projection_dim))
-    )
+    head = projection_head(embedding_dim, projection_dim)
+    if export_head:
+        return TrainingModel(EmbeddingModel(standardize, backbone, head))
+    return TrainingModel(EmbeddingModel(standardize, backbone), head)
 
 
-def exported_dim(*, embedding_dim: int, projection_dim: int, classifier: bool) -> int:
-    """Width of the exported embedding: the head's output, or the backbone's without a head (or for ce)."""
-    return embedding_dim if classifier or projection_dim == 0 else projection_dim
+def exports_head(*, projection_dim: int, classifier: bool, export: str) -> bool:
+    """Whether the exported embedding is the projection head's output (else the backbone's)."""
+    return export == "projection" and projection_dim > 0 and not classifier
+
+
+def exported_dim(*, embedding_dim: int, projection_dim: int, classifier: bool, export: str) -> int:
+    """Width of the exported embedding: the head's output, or the backbone's (no head, ce, or asked)."""
+    head = exports_head(projection_dim=projection_dim, classifier=classifier, export=export)
+    return projection_dim if head else embedding_dim

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from trainer.card import ModelCard  # noqa: E402
 from trainer.metrics import ThresholdResult, pca  # noqa: E402
 
-DPI = 100
+DPI = 110
 FONT = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 12, "legend.fontsize": 10}
 VAL_METRICS = {
     "val_knn_1_accuracy": "kNN-1 accuracy",

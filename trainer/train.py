@@ -52,7 +52,7 @@ from trainer.metrics import (
     verification_pairs,
     verification_roc,
 )
-from trainer.models import EmbeddingModel, Standardize, TrainingModel, build_model, exported_dim
+from trainer.models import EmbeddingModel, Standardize, TrainingModel, build_model, exported_dim, exports_head
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +409,7 @@ def _train(
             channels=config.channels,
             projection_dim=config.projection_dim,
             n_classes=ds.n_classes if criterion.classifier else None,
+            export_head=config.export == "projection",
         )
 
     model = make_model().to(device)
@@ -601,6 +602,7 @@ def _train(
             embedding_dim=config.embedding_dim,
             projection_dim=config.projection_dim,
             classifier=criterion.classifier,
+            export=config.export,
         ),
         normalized=True,
         distance="cosine",
@@ -612,7 +614,11 @@ def _train(
             "embedding_dim": config.embedding_dim,
             "projection_dim": config.projection_dim,
             # the exported embedding: the projection head's normalised output, or the backbone's
-            "exported": "backbone" if criterion.classifier or config.projection_dim == 0 else "projection",
+            "exported": "projection"
+            if exports_head(
+                projection_dim=config.projection_dim, classifier=criterion.classifier, export=config.export
+            )
+            else "backbone",
         },
         dataset=splits.card_info(),
         metrics=metrics,

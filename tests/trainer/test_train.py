@@ -99,16 +99,23 @@ def test_training_lowers_loss_and_beats_the_untrained_encoder(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "loss,projection_dim,exported,width",
-    [("supcon", 8, "projection", 8), ("supcon", 0, "backbone", 24), ("ce", 8, "backbone", 24)],
+    "loss,projection_dim,export,exported,width",
+    [
+        ("supcon", 8, "projection", "projection", 8),
+        ("supcon", 8, "backbone", "backbone", 24),
+        ("supcon", 0, "projection", "backbone", 24),
+        ("ce", 8, "projection", "backbone", 24),
+    ],
 )
 def test_the_exported_embedding_is_the_space_the_loss_trained(
-    tmp_path, loss, projection_dim, exported, width
+    tmp_path, loss, projection_dim, export, exported, width
 ):
     """With a projection head the service gets the head's normalised output; without one (or for ce,
-    whose head is a classifier) the backbone's. The card says which, and its width."""
+    whose head is a classifier, or when export="backbone" asks) the backbone's. The card says which."""
     ds = noisy_blobs(n_per_class=30, classes=3)
-    config = quick_config(loss=loss, epochs=2, embedding_dim=24, projection_dim=projection_dim, name="m")
+    config = quick_config(
+        loss=loss, epochs=2, embedding_dim=24, projection_dim=projection_dim, export=export, name="m"
+    )
     result = train(config, out_dir=tmp_path, dataset=ds)
     assert (result.card.encoder["exported"], result.card.embedding_dim) == (exported, width)
     # Rebuild the training model from the checkpoint's best weights and compare with the exported file.
@@ -121,6 +128,7 @@ def test_the_exported_embedding_is_the_space_the_loss_trained(
         hidden=[64],
         projection_dim=projection_dim,
         n_classes=3 if loss == "ce" else None,
+        export_head=export == "projection",
     )
     model.encoder.load_state_dict(best)
     model.eval()

@@ -204,6 +204,7 @@ def cell_config(spec: GridSpec, cell: Cell) -> TrainConfig:
         "hidden": [256],
         "embedding_dim": 256,
         "projection_dim": 128,  # pinned: the grid must not move when the trainer's defaults do
+        "export": "backbone",  # the article evaluates the encoder's output, before the projection head
         "name": cell.name,
     }
     if mining:
