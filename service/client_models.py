@@ -39,7 +39,7 @@ class Item:
     id: str
     label: str | None
     metadata: dict[str, Any] | None
-    model: str
+    model: str | None  # None: the collection has no model loaded
     created_at: datetime
     input: np.ndarray | bytes | None = None
     embedding: np.ndarray | None = None
@@ -81,7 +81,7 @@ class ItemOut(BaseModel):
     id: str
     label: str | None
     metadata: dict[str, Any] | None
-    model: str
+    model: str | None
     created_at: datetime
     input: dict[str, Any] | None = None
     embedding: list[float] | None = None

@@ -42,13 +42,15 @@ class LinearEncoder(torch.nn.Module):
         with torch.no_grad():
             self.linear.weight.copy_(weight)
         self.normalize = normalize
-        self.slow = slow  # extra identity products per call: a model that takes its time (kill tests)
-        self.register_buffer("eye", torch.eye(weight.shape[0]))
+        self.slow = slow  # 256x256 identity products per call: a model that takes its time (kill tests)
+        self.register_buffer("eye", torch.eye(256 if slow else 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(x.flatten(1))
+        work = self.eye
         for _ in range(self.slow):
-            y = y @ self.eye
+            work = work @ self.eye
+        y = y * work[0, 0]  # exactly 1: the products are of identities
         if self.normalize:
             y = F.normalize(y, dim=1)
         return y

@@ -204,7 +204,7 @@ def test_kill_9_during_one_collections_reembedding_leaves_every_collection_whole
     data = tmp_path / "data"
     x, y = blobs(40)
     many = np.random.default_rng(2).standard_normal((3000, 8)).astype(np.float32)
-    slow = model_dir("toy-slow", slow=100)  # about 0.2 s per 64 items: re-embedding takes ~10 s
+    slow = model_dir("toy-slow", slow=1000)  # about 0.2 s per 64 items: re-embedding takes ~10 s
     shutil.copytree(slow, data / "models" / "toy-slow")  # registered at start, not active
     server = ServerProcess(data, "--model", str(model_dir()), "--snapshot-interval", "0")
     try:
