@@ -8,7 +8,9 @@ For each size, a real service (``python -m service``, default settings: no index
 3. once the index has settled (exact below ``--auto-index-threshold``, IVF past it, built in the
    background), single-item ``/classify`` and ``/search`` one after another: p50 / p99 latency;
 4. recall@10 of ``/search`` against exact search, computed here from the same TorchScript model;
-5. the server's RSS, the data directory's size;
+5. the server's RSS after all of the above (it includes what the deleted bulk collection left in the
+   allocator), and again after the restart below and 100 queries (what a serving process holds); the
+   data directory's size;
 6. ``kill -9``, restart, seconds until ``/ready`` answers, and that every acknowledged item is there.
 
 Items are 64-value digits (scikit-learn's, with noise), embedded by a digits MLP (256-d). ``--peer chroma``
@@ -230,6 +232,7 @@ def run_size(n: int, model: Path, clients: int, threshold: int, work: Path) -> d
     server = Server(data, None, work / f"server-{n}.log")
     row["ready_s"] = server.wait_ready()
     row["kept"] = httpx.get(f"{server.url}/collections/default", timeout=60).json()["size"] == n
+    latencies(server.url, "/search", queries[:100])  # what a serving replica holds: after some queries
     row["rss_after_restart_mb"] = server.rss_mb()
     server.stop()
     row["disk_mb"] = dir_mb(data)
@@ -261,7 +264,8 @@ def fmt_row(r: dict[str, Any]) -> str:
         f"| {r['items']:,} | {r['index']} | {r['ingest'] / 1e3:.1f}k/s | {r['bulk'] / 1e3:.1f}k/s | "
         f"{r['classify'][0]:.1f} / {r['classify'][1]:.1f} ms | "
         f"{r['search'][0]:.1f} / {r['search'][1]:.1f} ms | "
-        f"{r['recall']:.3f} ({sampled}) | {r['rss_mb'] / 1024:.2f} GiB | {r['ready_s']:.1f} s{lost} | "
+        f"{r['recall']:.3f} ({sampled}) | {r['rss_mb'] / 1024:.2f} GiB | "
+        f"{r['rss_after_restart_mb'] / 1024:.2f} GiB | {r['ready_s']:.1f} s{lost} | "
         f"{r['disk_mb'] / 1024:.2f} GiB |"
     )
 
@@ -281,8 +285,9 @@ def main() -> None:
     model = digits_model(work / "models")
     print(f"machine: {os.cpu_count()} CPUs; work dir {work}", file=sys.stderr)
     print("| items | index (chosen) | ingest POST /items | bulk import | /classify p50 / p99 | "
-          "/search p50 / p99 | recall@10 (sampled) | RSS | back to ready after kill -9 | disk |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "/search p50 / p99 | recall@10 (sampled) | RSS after it all | RSS after restart | "
+          "back to ready after kill -9 | disk |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in (int(s) for s in args.sizes.split(",")):
         print(fmt_row(run_size(n, model, args.clients, args.threshold, work)), flush=True)
     if args.peer == "chroma":
