@@ -175,14 +175,3 @@ def build_model(
     if export_head:
         return TrainingModel(EmbeddingModel(standardize, backbone, head))
     return TrainingModel(EmbeddingModel(standardize, backbone), head)
-
-
-def exports_head(*, projection_dim: int, classifier: bool, export: str) -> bool:
-    """Whether the exported embedding is the projection head's output (else the backbone's)."""
-    return export == "projection" and projection_dim > 0 and not classifier
-
-
-def exported_dim(*, embedding_dim: int, projection_dim: int, classifier: bool, export: str) -> int:
-    """Width of the exported embedding: the head's output, or the backbone's (no head, ce, or asked)."""
-    head = exports_head(projection_dim=projection_dim, classifier=classifier, export=export)
-    return projection_dim if head else embedding_dim

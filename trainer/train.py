@@ -52,7 +52,7 @@ from trainer.metrics import (
     verification_pairs,
     verification_roc,
 )
-from trainer.models import EmbeddingModel, Standardize, TrainingModel, build_model, exported_dim, exports_head
+from trainer.models import EmbeddingModel, Standardize, TrainingModel, build_model
 
 log = logging.getLogger(__name__)
 
@@ -588,6 +588,8 @@ def _train(
         encoder.to(memory_format=torch.channels_last)
     metrics, threshold, plots = _final_metrics(encoder, splits, config, device, channels_last)
     encoder.to(memory_format=torch.contiguous_format)
+    # the layer it serves, read off the module itself (no head for ce, projection_dim 0 or export=backbone)
+    exported = "backbone" if isinstance(encoder.head, nn.Identity) else "projection"
     metrics["best_val_" + monitor] = best_score
     metrics["epochs_run"] = float(len(history))
     metrics["best_epoch"] = float(best_epoch)
@@ -598,12 +600,7 @@ def _train(
     card = ModelCard(
         model_id=model_id,
         input=ds.input_spec(),
-        embedding_dim=exported_dim(
-            embedding_dim=config.embedding_dim,
-            projection_dim=config.projection_dim,
-            classifier=criterion.classifier,
-            export=config.export,
-        ),
+        embedding_dim=config.projection_dim if exported == "projection" else config.embedding_dim,
         normalized=True,
         distance="cosine",
         loss=loss_card(config, criterion),
@@ -613,12 +610,7 @@ def _train(
             "channels": config.channels,
             "embedding_dim": config.embedding_dim,
             "projection_dim": config.projection_dim,
-            # the exported embedding: the projection head's normalised output, or the backbone's
-            "exported": "projection"
-            if exports_head(
-                projection_dim=config.projection_dim, classifier=criterion.classifier, export=config.export
-            )
-            else "backbone",
+            "exported": exported,  # the projection head's normalised output, or the backbone's
         },
         dataset=splits.card_info(),
         metrics=metrics,
